@@ -1,0 +1,40 @@
+"""Communication graphs between learners and the combination matrices built on them.
+
+numpy and networkx only: this package knows nothing of torch or training.
+"""
+
+from topologies.combination import (
+    WEIGHT_RULES,
+    combination_weights,
+    dense_combination_matrix,
+    describe,
+    second_largest_eigenvalue_modulus,
+)
+from topologies.errors import TopologyError
+from topologies.graphs import (
+    TOPOLOGY_NAMES,
+    build_graph,
+    disconnection_warning,
+    graph_from_adjacency,
+    grid_shape,
+    parse_adjacency,
+    resolve_graph,
+    validate_adjacency,
+)
+
+__all__ = [
+    "TOPOLOGY_NAMES",
+    "WEIGHT_RULES",
+    "TopologyError",
+    "build_graph",
+    "combination_weights",
+    "dense_combination_matrix",
+    "describe",
+    "disconnection_warning",
+    "graph_from_adjacency",
+    "grid_shape",
+    "parse_adjacency",
+    "resolve_graph",
+    "second_largest_eigenvalue_modulus",
+    "validate_adjacency",
+]

@@ -1,0 +1,235 @@
+"""Communication graphs between learners: named topologies and user-given adjacency matrices.
+
+Every graph has nodes 0..N-1, one per learner, and no self-loops: a learner always keeps its own
+parameters, so the combination rules add the self weight themselves.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+
+from topologies.errors import TopologyError
+
+TOPOLOGY_NAMES = ("ring", "full", "star", "line", "grid", "none", "erdos-renyi")
+
+ADJACENCY_SUFFIXES = (".npy", ".csv", ".txt")
+
+
+def build_graph(
+    name: str, num_learners: int, edge_prob: float | None = None, seed: int = 0
+) -> nx.Graph:
+    """Build the named topology on learners 0..num_learners-1.
+
+    `edge_prob` and `seed` are used by `erdos-renyi` only, so that a config can carry them
+    whatever the topology.
+    """
+    _check_num_learners(num_learners)
+    if name == "ring":
+        return _ring(num_learners)
+    if name == "full":
+        return nx.complete_graph(num_learners)
+    if name == "star":
+        return nx.star_graph(num_learners - 1)
+    if name == "line":
+        return nx.path_graph(num_learners)
+    if name == "grid":
+        return _grid(num_learners)
+    if name == "none":
+        return nx.empty_graph(num_learners)
+    if name == "erdos-renyi":
+        return _erdos_renyi(num_learners, edge_prob, seed)
+    raise TopologyError(
+        f"unknown topology {name!r}: choose one of {', '.join(TOPOLOGY_NAMES)}"
+    )
+
+
+def _check_num_learners(num_learners: int) -> None:
+    if isinstance(num_learners, bool) or not isinstance(num_learners, int) or num_learners < 1:
+        raise TopologyError(
+            f"--num-learners must be a positive integer, got {num_learners!r}: give 1 or more"
+        )
+
+
+def _ring(n: int) -> nx.Graph:
+    """A cycle; for N <= 2 the path, since a 1- or 2-cycle would be a self-loop or a double edge."""
+    return nx.path_graph(n) if n <= 2 else nx.cycle_graph(n)
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """Rows x cols of the grid on n learners: rows is the largest divisor of n <= sqrt(n)."""
+    rows = max(d for d in range(1, math.isqrt(n) + 1) if n % d == 0)
+    return rows, n // rows
+
+
+def _grid(n: int) -> nx.Graph:
+    """A rows x cols lattice with learners numbered row-major (sorted (row, col) labels)."""
+    rows, cols = grid_shape(n)
+    return nx.convert_node_labels_to_integers(nx.grid_2d_graph(rows, cols), ordering="sorted")
+
+
+def _erdos_renyi(n: int, edge_prob: float | None, seed: int) -> nx.Graph:
+    if edge_prob is None or isinstance(edge_prob, bool) or not 0.0 < float(edge_prob) <= 1.0:
+        raise TopologyError(
+            f"topology erdos-renyi needs --edge-prob in (0, 1], got {edge_prob!r}: "
+            "give e.g. --edge-prob 0.3"
+        )
+    return nx.gnp_random_graph(n, float(edge_prob), seed=seed)
+
+
+def parse_adjacency(spec: str) -> np.ndarray:
+    """Read an adjacency matrix from a literal ("[[0,1],[1,0]]") or a .npy/.csv/.txt file.
+
+    A spec starting with '[' is a literal, anything else a path, so a typo in a literal is
+    reported as a bad literal rather than as a missing file.
+    """
+    text = spec.strip()
+    if text.startswith("["):
+        return _to_numeric(_parse_literal(text), "adjacency literal")
+    return _to_numeric(_load_file(Path(text)), f"adjacency file {text!r}")
+
+
+def _parse_literal(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise TopologyError(
+            f"cannot parse adjacency literal {_shorten(text)}: "
+            'give a list of rows such as "[[0,1],[1,0]]"'
+        ) from None
+
+
+def _load_file(path: Path) -> np.ndarray:
+    if path.suffix.lower() not in ADJACENCY_SUFFIXES:
+        raise TopologyError(
+            f"adjacency {_shorten(str(path))} is neither a literal nor a .npy/.csv/.txt file: "
+            'give a literal such as "[[0,1],[1,0]]" or a path ending in .npy, .csv or .txt'
+        )
+    if not path.is_file():
+        raise TopologyError(
+            f"adjacency file {str(path)!r} not found: check the path, or give a literal "
+            'such as "[[0,1],[1,0]]"'
+        )
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        text = path.read_text()
+        delimiter = "," if "," in text else None
+        return np.loadtxt(path, delimiter=delimiter, ndmin=2)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TopologyError(
+            f"cannot read adjacency file {str(path)!r} ({reason}): "
+            "give a file of 0/1 rows separated by commas or spaces, or a .npy array"
+        ) from None
+
+
+def _to_numeric(obj: object, what: str) -> np.ndarray:
+    """Turn parsed rows into a float array, rejecting ragged rows and non-numbers."""
+    try:
+        arr = np.asarray(obj)
+    except ValueError:
+        arr = None
+    if arr is None or arr.dtype.kind not in "biuf":
+        raise TopologyError(
+            f"{what} is not a rectangular matrix of numbers: give rows of 0/1 entries of equal length"
+        )
+    return arr.astype(np.float64)
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def validate_adjacency(a: np.ndarray, num_learners: int) -> None:
+    """Check that `a` is a usable undirected adjacency matrix for `num_learners` learners.
+
+    The checks run in the order a user would fix them, and each names the first offending entry.
+    """
+    _check_num_learners(num_learners)
+    a = np.asarray(a)
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise TopologyError(
+            f"adjacency matrix must be square, got shape {a.shape}: give an N x N matrix"
+        )
+    n = a.shape[0]
+    if n != num_learners:
+        raise TopologyError(
+            f"adjacency matrix is {n}x{n} but --num-learners is {num_learners}: "
+            f"give a {num_learners}x{num_learners} matrix or --num-learners {n}"
+        )
+    bad = np.argwhere((a != 0) & (a != 1))
+    if len(bad):
+        i, j = bad[0]
+        raise TopologyError(
+            f"adjacency matrix entry ({i},{j}) is {a[i, j]:g}: entries must be 0 or 1"
+        )
+    asym = np.argwhere(a != a.T)
+    if len(asym):
+        i, j = asym[0]
+        raise TopologyError(
+            f"adjacency matrix is not symmetric: entry ({i},{j}) is {int(a[i, j])} "
+            f"but ({j},{i}) is {int(a[j, i])}: links are two-way, make both entries equal"
+        )
+    loops = np.flatnonzero(np.diagonal(a))
+    if len(loops):
+        k = loops[0]
+        raise TopologyError(
+            f"adjacency matrix has a self-loop at entry ({k},{k}): set the diagonal to 0 "
+            "(every learner keeps its own parameters anyway)"
+        )
+
+
+def graph_from_adjacency(a: np.ndarray) -> nx.Graph:
+    """The undirected graph on nodes 0..N-1 with an edge wherever a[i, j] != 0 (i < j)."""
+    a = np.asarray(a)
+    g = nx.empty_graph(a.shape[0])
+    g.add_edges_from((int(i), int(j)) for i, j in np.argwhere(np.triu(a, k=1)))
+    return g
+
+
+def resolve_graph(
+    topology: str | None,
+    adjacency: str | None,
+    num_learners: int,
+    edge_prob: float | None = None,
+    seed: int = 0,
+) -> nx.Graph:
+    """The graph the user asked for with exactly one of --topology and --adjacency."""
+    if topology is not None and adjacency is not None:
+        raise TopologyError("give --topology or --adjacency, not both")
+    if adjacency is not None:
+        a = parse_adjacency(adjacency)
+        validate_adjacency(a, num_learners)
+        return graph_from_adjacency(a)
+    if topology is None:
+        raise TopologyError(
+            f"no topology given: pass --topology ({', '.join(TOPOLOGY_NAMES)}) or --adjacency"
+        )
+    return build_graph(topology, num_learners, edge_prob=edge_prob, seed=seed)
+
+
+def disconnection_warning(g: nx.Graph) -> str | None:
+    """A warning when learners cannot all reach each other; such graphs are allowed.
+
+    Learners in different components never share parameters, so they converge to different
+    policies: usually a mistake, but a legitimate baseline (topology `none`).
+    """
+    if g.number_of_nodes() <= 1:
+        return None
+    count = nx.number_connected_components(g)
+    if count == 1:
+        return None
+    return (
+        f"graph has {count} connected components: "
+        "learners in different components never share parameters"
+    )
