@@ -1,0 +1,105 @@
+"""`diffdac train | topology`: a thin layer over TrainConfig and the topologies package."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from typing import Any, Sequence
+
+from diffdac.config import TrainConfig
+from diffdac.errors import ConfigError, TrainingError
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line and exit status 2, never a usage wall."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"diffdac: error: {message} (see --help)\n")
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    """The concrete type of an `X | None` or plain annotation."""
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return args[0]
+    return typing.get_origin(hint) or hint
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field, its help taken from the field's doc."""
+    for f in dataclasses.fields(TrainConfig):
+        flag, doc, kind = f"--{f.name.replace('_', '-')}", f.metadata["doc"], _field_type(f)
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=doc)
+        elif kind is tuple:
+            parser.add_argument(flag, type=_comma_list, default=f.default, help=f"{doc} (default: none)")
+        else:
+            parser.add_argument(flag, type=kind, default=f.default, metavar=f.name.upper(), help=f"{doc} (default: {f.default})")
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="diffdac", description="Decentralised multitask RL by diffusion (Diff-DAC).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    train = sub.add_parser("train", help="train a network of learners", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_config_options(train)
+    topo = sub.add_parser("topology", help="print a graph's adjacency, combination weights and spectral gap")
+    topo.add_argument("--topology", default="ring", help="named graph (ring, full, star, line, grid, none, erdos-renyi)")
+    topo.add_argument("--adjacency", default=None, help="adjacency literal or .npy/.csv/.txt file; replaces --topology")
+    topo.add_argument("--num-learners", type=int, default=8)
+    topo.add_argument("--weights", default="uniform", help="uniform or metropolis")
+    topo.add_argument("--edge-prob", type=float, default=None)
+    topo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from parsed options; --adjacency replaces the default topology."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    if values["adjacency"] is not None and values["topology"] == TrainConfig.topology:
+        values["topology"] = None
+    return TrainConfig(**values)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from diffdac.train import train
+
+    train(config_from_args(args))
+    return 0
+
+
+def run_topology(args: argparse.Namespace) -> int:
+    import topologies
+
+    topology = None if args.adjacency is not None else args.topology
+    graph = topologies.resolve_graph(topology, args.adjacency, args.num_learners, args.edge_prob, args.seed)
+    print(topologies.describe(graph, args.weights))
+    return 0
+
+
+COMMANDS = {"train": run_train, "topology": run_topology}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `diffdac` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, ValueError) as err:
+        print(f"diffdac: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingError as err:
+        print(f"diffdac: training stopped: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("diffdac: interrupted", file=sys.stderr)
+        return 130

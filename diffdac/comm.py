@@ -1,0 +1,44 @@
+"""Where neighbours' parameters come from. Knows nothing of how graphs are built."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+
+def learner_block(rank: int, world_size: int, num_learners: int) -> np.ndarray:
+    """Global ids of the contiguous block of learners a rank hosts; block sizes differ by at most one."""
+    base, extra = divmod(num_learners, world_size)
+    start = rank * base + min(rank, extra)
+    return np.arange(start, start + base + (rank < extra), dtype=np.int64)
+
+
+class Communicator(Protocol):
+    """Moves rows of learner parameters between the processes that host them."""
+
+    rank: int
+    world_size: int
+
+    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray) -> torch.Tensor:
+        """This block's rows `[K, X]` -> rows of `buffer_ids` `[M, X]`, neighbours' included."""
+        ...
+
+    def gather_all(self, block: torch.Tensor) -> torch.Tensor:
+        """Every learner's rows `[N, X]`, for logging only (never in the training path)."""
+        ...
+
+
+class LocalCommunicator:
+    """A world of one process: every learner is local, so nothing moves."""
+
+    rank = 0
+    world_size = 1
+
+    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray) -> torch.Tensor:
+        # One process hosts every learner, so the buffer is the block itself.
+        return block
+
+    def gather_all(self, block: torch.Tensor) -> torch.Tensor:
+        return block

@@ -1,0 +1,83 @@
+"""The options of a training run: one typed dataclass, validated once at the edge."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from diffdac.errors import ConfigError
+
+NORMALIZE_CHOICES = ("obs", "reward")
+DEVICES = ("cpu", "cuda")
+
+
+def opt(default: Any, doc: str, **kwargs: Any) -> Any:
+    """A dataclass field whose docstring travels with it (the CLI's help text reads it)."""
+    return field(default=default, metadata={"doc": doc, **kwargs})
+
+
+@dataclass
+class TrainConfig:
+    """Every option of `diffdac train`; `diffdac.train(config)` runs it."""
+
+    env: str = opt("diffdac/RandomExtremeAcrobot-v1", "gymnasium id of the task family; each learner gets its own variant")
+    num_learners: int = opt(8, "number of actor-learners in the graph")
+    topology: str | None = opt("ring", "named graph: ring, full, star, line, grid, none, erdos-renyi")
+    adjacency: str | None = opt(None, "adjacency matrix as a literal '[[0,1],[1,0]]' or a .npy/.csv/.txt file; replaces --topology")
+    edge_prob: float | None = opt(None, "edge probability of the erdos-renyi topology")
+    weights: str = opt("uniform", "combination weights: uniform (own + neighbours over degree + 1, the original's) or metropolis (doubly stochastic)")
+    envs_per_learner: int = opt(4, "simulators per learner, each with the learner's task")
+    steps_per_update: int = opt(5, "rollout length n of the n-step returns")
+    combine_every: int = opt(1, "combine with the neighbours after every this many updates")
+    total_steps: int = opt(600_000, "environment steps summed over all learners and simulators")
+    lr: float = opt(7e-4, "RMSprop learning rate")
+    rms_alpha: float = opt(0.99, "RMSprop smoothing constant")
+    rms_eps: float = opt(1e-5, "RMSprop epsilon")
+    gamma: float = opt(0.99, "discount factor")
+    gae_lambda: float | None = opt(None, "GAE lambda; unset means plain n-step returns")
+    entropy_coef: float = opt(0.01, "weight of the entropy bonus")
+    value_coef: float = opt(0.5, "weight of the value loss")
+    max_grad_norm: float = opt(0.5, "per-learner gradient-norm clip; 0 turns clipping off")
+    hidden: int = opt(64, "width of the two hidden layers of actor and critic")
+    separate_init: bool = opt(False, "give every learner its own initial parameters instead of one shared draw")
+    normalize: tuple[str, ...] = opt((), "running normalisation per learner: obs, reward or obs,reward", choices=NORMALIZE_CHOICES)
+    local_normalizer: bool = opt(False, "keep normaliser statistics local instead of diffusing them with the parameters")
+    seed: int = opt(0, "seed of tasks, initial parameters, actions and resets")
+    log_dir: str | None = opt(None, "run directory; default runs/<env>-<topology>-s<seed>-<time>")
+    overwrite: bool = opt(False, "replace a run directory that already holds a run")
+    log_interval: int = opt(20_000, "environment steps between rows of progress.csv")
+    device: str = opt("cpu", "torch device of the population: cpu or cuda")
+    progress: bool = opt(True, "show a progress bar on the terminal")
+
+    def validate(self) -> "TrainConfig":
+        """Refuse bad input with a ConfigError naming the option and the fix."""
+        for name in ("num_learners", "envs_per_learner", "steps_per_update", "combine_every", "total_steps", "hidden", "log_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"--{_flag(name)} must be a positive integer, got {value!r}")
+        for name in ("lr", "rms_alpha", "rms_eps", "gamma", "entropy_coef", "value_coef", "max_grad_norm"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"--{_flag(name)} must be a finite number >= 0, got {value!r}")
+        if not 0 <= self.gamma <= 1:
+            raise ConfigError(f"--gamma must lie in [0, 1], got {self.gamma}")
+        if self.gae_lambda is not None and not 0 <= self.gae_lambda <= 1:
+            raise ConfigError(f"--gae-lambda must lie in [0, 1], got {self.gae_lambda}")
+        unknown = [n for n in self.normalize if n not in NORMALIZE_CHOICES]
+        if unknown:
+            raise ConfigError(f"--normalize takes obs, reward or obs,reward, got {','.join(unknown)!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device must be cpu or cuda, got {self.device!r}")
+        if self.topology is None and self.adjacency is None:
+            raise ConfigError("give a graph: --topology NAME or --adjacency MATRIX_OR_FILE")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for config.json."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")

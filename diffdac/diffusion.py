@@ -1,0 +1,55 @@
+"""The combine step: theta_k <- sum_l C[l, k] * psi_l, one sparse matmul over the learner axis."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+
+class Combiner:
+    """Combination rows of the learners `local_ids`, over a buffer of the learners they read.
+
+    The buffer holds the rows of `buffer_ids` (sorted global ids: the local learners and the
+    neighbours hosted elsewhere), so every learner sums its closed neighbourhood in ascending
+    global order, the same order whichever process hosts it. Cost grows with edges, not N^2.
+    """
+
+    def __init__(self, src: np.ndarray, dst: np.ndarray, weight: np.ndarray, local_ids: np.ndarray, device: torch.device | str = "cpu") -> None:
+        local_ids = np.asarray(local_ids, dtype=np.int64)
+        mine = np.isin(dst, local_ids)
+        src, dst, weight = src[mine], dst[mine], weight[mine]
+        self.buffer_ids = np.union1d(local_ids, src)
+        row = np.searchsorted(local_ids, dst)  # local_ids ascending: a contiguous block
+        col = np.searchsorted(self.buffer_ids, src)
+        order = np.lexsort((col, row))
+        row, col, weight = row[order], col[order], weight[order]
+        crow = np.zeros(len(local_ids) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(row, minlength=len(local_ids)), out=crow[1:])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            self.matrix = torch.sparse_csr_tensor(
+                torch.from_numpy(crow), torch.from_numpy(col.astype(np.int64)), torch.from_numpy(weight.astype(np.float64)),
+                size=(len(local_ids), len(self.buffer_ids)), device=device, check_invariants=True,
+            )
+        self._matrices: dict[torch.dtype, torch.Tensor] = {torch.float64: self.matrix}
+        self.local_positions = torch.from_numpy(np.searchsorted(self.buffer_ids, local_ids)).to(device)
+
+    @property
+    def neighbour_ids(self) -> np.ndarray:
+        """Learners hosted elsewhere whose rows this block reads."""
+        return np.setdiff1d(self.buffer_ids, self.buffer_ids[self.local_positions.cpu().numpy()])
+
+    def combine(self, buffer: torch.Tensor) -> torch.Tensor:
+        """buffer: [len(buffer_ids), X] adapted rows -> [K, X] combined rows of the local learners."""
+        matrix = self._matrices.get(buffer.dtype)
+        if matrix is None:
+            matrix = self._matrices[buffer.dtype] = self.matrix.to(buffer.dtype)
+        return matrix @ buffer
+
+
+def disagreement(params: torch.Tensor) -> float:
+    """Mean over learners of the squared distance to the network average; params: [N, P]."""
+    centred = params.double() - params.double().mean(0, keepdim=True)
+    return float(centred.square().sum(1).mean())

@@ -1,0 +1,9 @@
+"""Errors the command line turns into one line and an exit status."""
+
+
+class ConfigError(ValueError):
+    """Bad user input, found before any training: the message names the problem and the fix."""
+
+
+class TrainingError(RuntimeError):
+    """A run that failed after it started: the message names the learner or rank and the step."""

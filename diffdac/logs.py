@@ -1,0 +1,121 @@
+"""The run directory: config.json, graph and task tables, Monitor CSVs and progress.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+from typing import IO, Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+PROGRESS_COLUMNS = (
+    "steps", "updates", "time", "mean_return", "episodes", "policy_loss", "value_loss", "entropy",
+    "disagreement", "steps_per_s",
+)
+
+
+def monitor_path(run_dir: Path, learner: int, sim: int) -> Path:
+    """One Monitor file per simulator: several writers on one CSV would interleave rows."""
+    return run_dir / "monitor" / f"learner{learner:03d}.sim{sim:02d}.monitor.csv"
+
+
+class MonitorFile:
+    """A Stable-Baselines3 / OpenAI-baselines Monitor file, flushed per row.
+
+    First line `#` + JSON with `t_start` and `env_id` (plus the task's parameters), then the
+    header `r,l,t`, then one row per finished episode: return, length, seconds since t_start.
+    """
+
+    def __init__(self, path: Path, env_id: str, t_start: float, task: dict[str, Any]) -> None:
+        self.t_start = t_start
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] = path.open("w", newline="")
+        header = {"t_start": t_start, "env_id": env_id, **task}
+        self._file.write("#" + json.dumps(header) + "\n")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(("r", "l", "t"))
+        self._file.flush()
+
+    def write(self, ret: float, length: int, now: float) -> None:
+        self._writer.writerow((round(float(ret), 6), int(length), round(now - self.t_start, 6)))
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class MonitorSet:
+    """The Monitor files of a block's K x E simulators."""
+
+    def __init__(self, run_dir: Path, env_id: str, learner_ids: Sequence[int], envs_per_learner: int, tasks: Sequence[dict[str, Any]]) -> None:
+        t_start = time.time()
+        self.files = [
+            [MonitorFile(monitor_path(run_dir, int(k), e), env_id, t_start, _plain(task)) for e in range(envs_per_learner)]
+            for k, task in zip(learner_ids, tasks)
+        ]
+
+    def record(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> list[float]:
+        """Write a row for every simulator whose episode ended (`done: [K, E]`); returns those returns."""
+        now = time.time()
+        finished = []
+        for k, e in zip(*np.nonzero(done)):
+            self.files[k][e].write(episode_return[k, e], episode_length[k, e], now)
+            finished.append(float(episode_return[k, e]))
+        return finished
+
+    def close(self) -> None:
+        for row in self.files:
+            for f in row:
+                f.close()
+
+
+class ProgressFile:
+    """progress.csv: one row per log interval, flushed as written."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("w", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=PROGRESS_COLUMNS)
+        self._writer.writeheader()
+        self._file.flush()
+
+    def write(self, row: dict[str, float]) -> None:
+        self._writer.writerow({k: row.get(k, "") for k in PROGRESS_COLUMNS})
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically, so a crash never leaves half a file behind."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def write_matrix(path: Path, matrix: np.ndarray) -> None:
+    """A square matrix as CSV with learner indices on both axes."""
+    n = matrix.shape[0]
+    pd.DataFrame(matrix, index=pd.Index(range(n), name="learner"), columns=range(n)).to_csv(path)
+
+
+def write_tasks(path: Path, env_id: str, learner_ids: Sequence[int], tasks: Sequence[dict[str, Any]]) -> None:
+    """tasks.csv: learner, env id and each task parameter."""
+    rows = [{"learner": int(k), "env_id": env_id, **_plain(t)} for k, t in zip(learner_ids, tasks)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+
+
+def _plain(task: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in task.items()}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)

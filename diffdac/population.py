@@ -1,0 +1,145 @@
+"""K learners' actor and critic parameters stacked on a leading learner axis.
+
+All parameters of a block live in one leaf tensor `flat: [K, P]`; layers are views into it.
+That makes the forward pass a batched matmul, RMSprop (elementwise) a single optimizer over
+the block with per-learner state, per-learner clipping one row-norm, and the combine step one
+sparse matmul over the learner axis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from diffdac import noise
+
+# Orthogonal gains of the original's MLP base (Kostrikov's pytorch-a2c-ppo-acktr-gail).
+HIDDEN_GAIN = math.sqrt(2)
+CATEGORICAL_GAIN = 0.01
+GAUSSIAN_GAIN = 1.0
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """Where one per-learner parameter lives inside a row of `flat`."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+    gain: float | None  # orthogonal gain for weights; None for zero-initialised tensors
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def _layout(obs_dim: int, hidden: int, action_dim: int, continuous: bool) -> list[ParamSpec]:
+    """Actor and critic as two separate tanh MLPs (in -> h -> h -> out), weights stored [in, out]."""
+    shapes: list[tuple[str, tuple[int, ...], float | None]] = []
+    head_gain = GAUSSIAN_GAIN if continuous else CATEGORICAL_GAIN
+    for net, out, gain in (("actor", action_dim, head_gain), ("critic", 1, HIDDEN_GAIN)):
+        sizes = [obs_dim, hidden, hidden, out]
+        for i in range(3):
+            layer_gain = gain if i == 2 else HIDDEN_GAIN
+            shapes.append((f"{net}.{i}.weight", (sizes[i], sizes[i + 1]), layer_gain))
+            shapes.append((f"{net}.{i}.bias", (1, sizes[i + 1]), None))
+    if continuous:
+        shapes.append(("actor.log_std", (1, action_dim), None))
+    specs, offset = [], 0
+    for name, shape, gain in shapes:
+        specs.append(ParamSpec(name, shape, offset, gain))
+        offset += math.prod(shape)
+    return specs
+
+
+class Population:
+    """A block of K actor-critic learners with global ids `learner_ids`."""
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        learner_ids: np.ndarray,
+        hidden: int = 64,
+        seed: int = 0,
+        separate_init: bool = False,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+            raise ValueError(f"diffdac needs flat Box observations, got {observation_space}")
+        self.continuous = isinstance(action_space, gym.spaces.Box)
+        if not self.continuous and not isinstance(action_space, gym.spaces.Discrete):
+            raise ValueError(f"diffdac needs Discrete or Box actions, got {action_space}")
+        self.obs_dim = observation_space.shape[0]
+        self.action_dim = action_space.shape[0] if self.continuous else int(action_space.n)
+        self.learner_ids = np.asarray(learner_ids, dtype=np.int64)
+        self.specs = _layout(self.obs_dim, hidden, self.action_dim, self.continuous)
+        self.num_params = sum(s.numel for s in self.specs)
+        rows = [self._initial_row(seed, int(k) if separate_init else -1) for k in self.learner_ids]
+        self.flat = torch.stack(rows).to(device).requires_grad_(True)  # [K, P]
+
+    @property
+    def num_learners(self) -> int:
+        return len(self.learner_ids)
+
+    def _initial_row(self, seed: int, learner: int) -> torch.Tensor:
+        """One learner's initial parameters, drawn from (seed, learner) alone: layout-independent."""
+        gen = torch.Generator().manual_seed(int(noise._key(seed, 0x1A17, learner + 1)) & 0x7FFFFFFFFFFFFFFF)
+        row = torch.zeros(self.num_params)
+        for spec in self.specs:
+            if spec.gain is not None:
+                w = torch.empty(spec.shape[1], spec.shape[0])  # torch's [out, in] convention
+                torch.nn.init.orthogonal_(w, gain=spec.gain, generator=gen)
+                row[spec.offset : spec.offset + spec.numel] = w.t().reshape(-1)
+        return row
+
+    def param(self, name: str) -> torch.Tensor:
+        """View of one parameter for all learners: `[K, *shape]`."""
+        spec = next(s for s in self.specs if s.name == name)
+        return self.flat[:, spec.offset : spec.offset + spec.numel].view(self.num_learners, *spec.shape)
+
+    def _mlp(self, net: str, x: torch.Tensor) -> torch.Tensor:
+        """x: [K, B, in] -> [K, B, out] through three batched affine layers with tanh between."""
+        for i in range(3):
+            x = torch.baddbmm(self.param(f"{net}.{i}.bias"), x, self.param(f"{net}.{i}.weight"))
+            if i < 2:
+                x = torch.tanh(x)
+        return x
+
+    def actor(self, obs: torch.Tensor) -> torch.Tensor:
+        """Logits (discrete) or action means (continuous): `[K, B, A]`."""
+        return self._mlp("actor", obs)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """State values `[K, B]`."""
+        return self._mlp("critic", obs).squeeze(-1)
+
+    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probabilities `[K, B]` of actions and per-sample entropies `[K, B]`."""
+        out = self.actor(obs)
+        if self.continuous:
+            log_std = self.param("actor.log_std")  # [K, 1, A]
+            dist = torch.distributions.Normal(out, log_std.exp())
+            return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1).expand_as(out[..., 0])
+        logp_all = torch.log_softmax(out, dim=-1)
+        logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        return logp, entropy
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+        """Sample actions for obs `[K, E, D]` from keyed noise: `[K, E]` or `[K, E, A]`."""
+        out = self.actor(obs)
+        num_sims = obs.shape[1]
+        if self.continuous:
+            z = noise.normal(seed, noise.ACTION, self.learner_ids, num_sims, step, self.action_dim)
+            std = self.param("actor.log_std").exp()
+            return out + std * torch.from_numpy(z).to(out)
+        u = noise.uniform(seed, noise.ACTION, self.learner_ids, num_sims, step)  # [K, E, 1]
+        cdf = torch.softmax(out, dim=-1).double().cumsum(-1)
+        u_t = torch.from_numpy(u).to(cdf.device)
+        return (u_t > cdf).sum(-1).clamp_(max=self.action_dim - 1)

@@ -1,0 +1,280 @@
+"""The learner loop: rollout -> adapt -> combine -> log, for a block of K learners."""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import envs
+import topologies
+from diffdac import __version__
+from diffdac.a2c import A2CLoss, a2c_loss, bootstrap_truncations, compute_returns
+from diffdac.comm import Communicator, LocalCommunicator, learner_block
+from diffdac.config import TrainConfig
+from diffdac.diffusion import Combiner, disagreement
+from diffdac.errors import ConfigError, TrainingError
+from diffdac.logs import MonitorSet, ProgressFile, write_json, write_matrix, write_tasks
+from diffdac.normalize import RunningNorm
+from diffdac.population import Population
+
+RECENT_EPISODES = 100
+
+
+@dataclass
+class Rollout:
+    """Preallocated storage of one update: obs `[K, T, E, D]`, the rest `[T, K, E]`."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    truncated: torch.Tensor
+    final_obs: torch.Tensor
+
+    @classmethod
+    def allocate(cls, pop: Population, steps: int, sims: int, device: torch.device) -> "Rollout":
+        k = pop.num_learners
+        action_shape = (pop.action_dim,) if pop.continuous else ()
+        return cls(
+            obs=torch.zeros(k, steps, sims, pop.obs_dim, device=device),
+            actions=torch.zeros(steps, k, sims, *action_shape, device=device, dtype=torch.float32 if pop.continuous else torch.long),
+            rewards=torch.zeros(steps, k, sims, device=device),
+            dones=torch.zeros(steps, k, sims, device=device),
+            truncated=torch.zeros(steps, k, sims, device=device),
+            final_obs=torch.zeros(k, steps, sims, pop.obs_dim, device=device),
+        )
+
+
+class Learners:
+    """A block of learners with their tasks, optimiser and normalisers: everything one rank runs."""
+
+    def __init__(self, config: TrainConfig, graph: nx.Graph, comm: Communicator, tasks: envs.TaskBatch, learner_ids: np.ndarray) -> None:
+        self.config = config
+        self.comm = comm
+        self.tasks = tasks
+        self.learner_ids = learner_ids
+        self.device = torch.device(config.device)
+        self.pop = Population(
+            tasks.observation_space, tasks.action_space, learner_ids, config.hidden, config.seed, config.separate_init, self.device
+        )
+        self.optimizer = torch.optim.RMSprop([self.pop.flat], lr=config.lr, alpha=config.rms_alpha, eps=config.rms_eps)
+        src, dst, weight = topologies.combination_weights(graph, config.weights)
+        self.combiner = Combiner(src, dst, weight, learner_ids, self.device)
+        k, e = len(learner_ids), config.envs_per_learner
+        self.obs_norm = RunningNorm(k, (self.pop.obs_dim,), self.device) if "obs" in config.normalize else None
+        self.ret_norm = RunningNorm(k, (), self.device) if "reward" in config.normalize else None
+        self.discounted = torch.zeros(k, e, dtype=torch.float64, device=self.device)
+        self.rollout = Rollout.allocate(self.pop, config.steps_per_update, e, self.device)
+        self.obs = self._tensor(tasks.reset())
+        self.updates = 0
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=torch.float32, device=self.device)
+
+    def _policy_input(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs if self.obs_norm is None else self.obs_norm.normalize(obs)
+
+    def _scale_rewards(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+        """VecNormalize's reward scaling: divide by the std of a running discounted return."""
+        if self.ret_norm is None:
+            return rewards
+        self.discounted = self.discounted * self.config.gamma + rewards
+        self.ret_norm.update(self.discounted)
+        self.discounted = self.discounted * (1.0 - dones.double())
+        return self.ret_norm.normalize(rewards.unsqueeze(1), center=False).squeeze(1)
+
+    def collect(self, monitors: MonitorSet, finished: collections.deque) -> None:
+        """Step every simulator `steps_per_update` times with actions drawn from keyed noise."""
+        ro, cfg = self.rollout, self.config
+        for t in range(cfg.steps_per_update):
+            if self.obs_norm is not None:
+                self.obs_norm.update(self.obs)
+            ro.obs[:, t] = self._policy_input(self.obs)
+            step = self.updates * cfg.steps_per_update + t
+            actions = self.pop.act(ro.obs[:, t], cfg.seed, step)
+            ro.actions[t] = actions
+            result = self.tasks.step(actions.cpu().numpy())
+            done = result.terminated | result.truncated
+            ro.dones[t] = self._tensor(done)
+            ro.truncated[t] = self._tensor(result.truncated)
+            ro.rewards[t] = self._scale_rewards(self._tensor(result.reward), ro.dones[t])
+            if result.truncated.any():
+                ro.final_obs[:, t] = self._policy_input(self._tensor(result.final_obs))
+            finished.extend(monitors.record(result.episode_return, result.episode_length, done))
+            self.obs = self._tensor(result.obs)
+
+    def adapt(self) -> A2CLoss:
+        """One A2C step per learner on its own rollout, gradients clipped per learner."""
+        ro, cfg, pop = self.rollout, self.config, self.pop
+        k, steps, sims, dim = ro.obs.shape
+        obs = ro.obs.view(k, steps * sims, dim)
+        actions = ro.actions.transpose(0, 1).reshape(k, steps * sims, *ro.actions.shape[3:])
+        with torch.no_grad():
+            next_value = pop.value(self._policy_input(self.obs))
+            rewards = ro.rewards
+            if ro.truncated.any():
+                final_values = pop.value(ro.final_obs.view(k, steps * sims, dim)).view(k, steps, sims).transpose(0, 1)
+                rewards = bootstrap_truncations(rewards, ro.truncated, final_values, cfg.gamma)
+        values = pop.value(obs)
+        logp, entropy = pop.evaluate(obs, actions)
+        advantages, returns = compute_returns(
+            rewards, values.detach().view(k, steps, sims).transpose(0, 1), ro.dones, next_value, cfg.gamma, cfg.gae_lambda
+        )
+        loss = a2c_loss(
+            logp, entropy, values, _learner_major(returns), _learner_major(advantages), cfg.value_coef, cfg.entropy_coef
+        )
+        self._check_finite(loss.total, "loss")
+        self.optimizer.zero_grad(set_to_none=False)
+        loss.total.sum().backward()
+        if cfg.max_grad_norm > 0:
+            clip_per_learner(pop.flat.grad, cfg.max_grad_norm)
+        self.optimizer.step()
+        self._check_finite(pop.flat.detach(), "parameters")
+        self.updates += 1
+        return loss
+
+    def _check_finite(self, values: torch.Tensor, what: str) -> None:
+        bad = ~torch.isfinite(values.reshape(len(self.learner_ids), -1)).all(1)
+        if bad.any():
+            learner = int(self.learner_ids[int(bad.nonzero()[0, 0])])
+            raise TrainingError(f"learner {learner} has non-finite {what} at update {self.updates + 1}: lower --lr or --max-grad-norm")
+
+    @torch.no_grad()
+    def combine(self) -> None:
+        """Replace every learner's parameters (and shared normaliser statistics) by its neighbourhood's combination."""
+        ids = self.combiner.buffer_ids
+        self.pop.flat.copy_(self.combiner.combine(self.comm.exchange(self.pop.flat.detach(), ids)))
+        for norm in self._diffused_norms():
+            norm.load_state([self.combiner.combine(self.comm.exchange(block, ids)) for block in norm.state()])
+
+    def _diffused_norms(self) -> list[RunningNorm]:
+        if self.config.local_normalizer:
+            return []
+        return [n for n in (self.obs_norm, self.ret_norm) if n is not None]
+
+    def disagreement(self) -> float:
+        return disagreement(self.comm.gather_all(self.pop.flat.detach()))
+
+
+def _learner_major(x: torch.Tensor) -> torch.Tensor:
+    """[T, K, E] -> [K, T*E], the order of the learners' flattened batches."""
+    t, k, e = x.shape
+    return x.permute(1, 0, 2).reshape(k, t * e)
+
+
+def clip_per_learner(grad: torch.Tensor, max_norm: float) -> None:
+    """Scale each learner's gradient row `[K, P]` to norm at most max_norm, as clip_grad_norm_ does for one model."""
+    norms = grad.norm(dim=1, keepdim=True)
+    grad.mul_((max_norm / (norms + 1e-6)).clamp(max=1.0))
+
+
+def prepare(config: TrainConfig) -> tuple[nx.Graph, Path]:
+    """Everything that can refuse the input, done before anything is written."""
+    config.validate()
+    try:
+        graph = topologies.resolve_graph(config.topology, config.adjacency, config.num_learners, config.edge_prob, config.seed)
+        topologies.combination_weights(nx.empty_graph(1), config.weights)
+    except topologies.TopologyError as err:
+        raise ConfigError(str(err)) from None
+    run_dir = Path(config.log_dir) if config.log_dir else default_run_dir(config)
+    if (run_dir / "config.json").exists() and not config.overwrite:
+        raise ConfigError(f"{run_dir} already holds a run: choose another --log-dir or pass --overwrite")
+    return graph, run_dir
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    name = config.env.split("/")[-1]
+    graph = config.topology or "adjacency"
+    return Path("runs") / f"{name}-{graph}-s{config.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def make_tasks(config: TrainConfig, learner_ids: np.ndarray) -> envs.TaskBatch:
+    try:
+        return envs.make_task_batch(config.env, config.seed, learner_ids, config.envs_per_learner)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def write_run_files(run_dir: Path, config: TrainConfig, graph: nx.Graph, tasks: envs.TaskBatch, learner_ids: np.ndarray, world_size: int) -> None:
+    """config.json, topology.csv, combination.csv and tasks.csv."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "config.json", {**config.to_dict(), "version": __version__, "world_size": world_size})
+    write_matrix(run_dir / "topology.csv", nx.to_numpy_array(graph, nodelist=range(config.num_learners), dtype=int))
+    write_matrix(run_dir / "combination.csv", topologies.dense_combination_matrix(graph, config.weights))
+    write_tasks(run_dir / "tasks.csv", config.env, learner_ids, tasks.tasks)
+
+
+def train(config: TrainConfig) -> Path:
+    """Train config.num_learners learners by diffusion and return the run directory."""
+    graph, run_dir = prepare(config)
+    learner_ids = learner_block(0, 1, config.num_learners)
+    tasks = make_tasks(config, learner_ids)
+    warning = topologies.disconnection_warning(graph)
+    if warning and config.topology != "none":
+        print(f"diffdac: warning: {warning}")
+    torch.manual_seed(config.seed)
+    learners = Learners(config, graph, LocalCommunicator(), tasks, learner_ids)
+    write_run_files(run_dir, config, graph, tasks, learner_ids, world_size=1)
+    run_loop(learners, run_dir)
+    return run_dir
+
+
+def run_loop(learners: Learners, run_dir: Path) -> None:
+    """Repeat rollout -> adapt -> combine, logging every log_interval env steps."""
+    cfg = learners.config
+    steps_per_update = cfg.num_learners * cfg.envs_per_learner * cfg.steps_per_update
+    num_updates = max(1, cfg.total_steps // steps_per_update)
+    monitors = MonitorSet(run_dir, cfg.env, learners.learner_ids, cfg.envs_per_learner, learners.tasks.tasks)
+    progress = ProgressFile(run_dir / "progress.csv")
+    finished: collections.deque[float] = collections.deque(maxlen=RECENT_EPISODES)
+    start, next_log, episodes = time.time(), cfg.log_interval, 0
+    bar = tqdm(total=num_updates * steps_per_update, unit="step", unit_scale=True, disable=None if cfg.progress else True, dynamic_ncols=True)
+    try:
+        for update in range(1, num_updates + 1):
+            before = len(finished)
+            learners.collect(monitors, finished)
+            loss = learners.adapt()
+            if update % cfg.combine_every == 0:
+                learners.combine()
+            steps = update * steps_per_update
+            episodes += _new_episodes(finished, before)
+            bar.update(steps_per_update)
+            if steps >= next_log or update == num_updates:
+                next_log += cfg.log_interval
+                row = _progress_row(learners, loss, steps, update, time.time() - start, finished, episodes)
+                progress.write(row)
+                bar.set_postfix(ret=f"{row['mean_return']:.1f}", refresh=False)
+    finally:
+        bar.close()
+        monitors.close()
+        progress.close()
+    mean = np.mean(finished) if finished else float("nan")
+    print(f"diffdac: {steps} env steps in {time.time() - start:.0f}s; mean return of the last {len(finished)} episodes {mean:.1f}; logs in {run_dir}")
+
+
+def _new_episodes(finished: collections.deque, before: int) -> int:
+    # The deque is bounded, so count growth up to its limit and assume overflow means all new.
+    return max(0, len(finished) - before) if len(finished) < RECENT_EPISODES else len(finished) - before
+
+
+def _progress_row(learners: Learners, loss: A2CLoss, steps: int, update: int, elapsed: float, finished: collections.deque, episodes: int) -> dict[str, float]:
+    return {
+        "steps": steps,
+        "updates": update,
+        "time": round(elapsed, 3),
+        "mean_return": float(np.mean(finished)) if finished else float("nan"),
+        "episodes": episodes,
+        "policy_loss": float(loss.policy.mean()),
+        "value_loss": float(loss.value.mean()),
+        "entropy": float(loss.entropy.mean()),
+        "disagreement": learners.disagreement(),
+        "steps_per_s": round(steps / max(elapsed, 1e-9), 1),
+    }
