@@ -1,0 +1,82 @@
+"""GymTaskBatch on CartPole, and make_task_batch's choice of implementation and errors."""
+
+import numpy as np
+import pytest
+
+from envs import BatchedAcrobot, GymTaskBatch, is_batched_acrobot, make_task_batch
+
+K, E = 2, 2
+
+
+def _run(batch, steps, seed=0):
+    """Random actions; returns every StepResult."""
+    rng = np.random.default_rng(seed)
+    return [batch.step(rng.integers(0, 2, size=(batch.num_learners, E))) for _ in range(steps)]
+
+
+def test_cartpole_shapes_and_same_step_autoreset():
+    batch = make_task_batch("CartPole-v1", seed=0, learner_ids=[0, 1], envs_per_learner=E)
+    assert isinstance(batch, GymTaskBatch)
+    assert batch.tasks == [{}, {}] and batch.observation_space.shape == (4,)
+    obs = batch.reset()
+    assert obs.shape == (K, E, 4) and obs.dtype == np.float32
+    rewards_since_reset = np.zeros((K, E))
+    steps_since_reset = np.zeros((K, E), dtype=int)
+    ended = 0
+    for result in _run(batch, 150):
+        assert result.obs.shape == result.final_obs.shape == (K, E, 4)
+        assert result.reward.shape == result.terminated.shape == (K, E)
+        assert result.reward.dtype == np.float32 and result.episode_return.dtype == np.float64
+        rewards_since_reset += result.reward
+        steps_since_reset += 1
+        done = result.terminated | result.truncated
+        assert np.array_equal(result.obs[~done], result.final_obs[~done])
+        assert np.all(np.abs(result.obs[done]) <= 0.05)  # CartPole's initial-state bound
+        if done.any():
+            assert not np.array_equal(result.obs[done], result.final_obs[done])
+        assert np.array_equal(result.episode_return, np.where(done, rewards_since_reset, 0.0))
+        assert np.array_equal(result.episode_length, np.where(done, steps_since_reset, 0))
+        rewards_since_reset[done] = 0.0
+        steps_since_reset[done] = 0
+        ended += done.sum()
+    assert ended >= 4
+
+
+def test_gym_batch_is_layout_independent():
+    whole = GymTaskBatch("CartPole-v1", seed=5, learner_ids=[0, 1], envs_per_learner=E)
+    parts = [GymTaskBatch("CartPole-v1", seed=5, learner_ids=[k], envs_per_learner=E) for k in (0, 1)]
+    assert np.array_equal(whole.reset(), np.concatenate([p.reset() for p in parts]))
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        actions = rng.integers(0, 2, size=(K, E))
+        a = whole.step(actions)
+        b = [p.step(actions[k: k + 1]) for k, p in enumerate(parts)]
+        assert np.array_equal(a.obs, np.concatenate([r.obs for r in b]))
+        assert np.array_equal(a.episode_length, np.concatenate([r.episode_length for r in b]))
+
+
+def test_gym_batch_gives_each_learner_its_diffdac_task():
+    batch = GymTaskBatch("diffdac/RandomExtremeAcrobot-v1", seed=0, learner_ids=[0, 1], envs_per_learner=E)
+    reference = make_task_batch("diffdac/RandomExtremeAcrobot-v1", seed=0, learner_ids=[0, 1], envs_per_learner=E)
+    assert batch.tasks == reference.tasks and batch.tasks[0] != batch.tasks[1]
+
+
+@pytest.mark.parametrize("env_id", ["diffdac/Acrobot-v1", "diffdac/RandomNormalAcrobot-v1", "diffdac/RandomExtremeAcrobot-v1"])
+def test_acrobot_ids_get_the_batched_acrobot(env_id):
+    assert is_batched_acrobot(env_id)
+    batch = make_task_batch(env_id, seed=0, learner_ids=[3, 4, 5], envs_per_learner=E)
+    assert isinstance(batch, BatchedAcrobot)
+    assert batch.num_learners == 3 and batch.envs_per_learner == E
+    assert batch.reset().shape == (3, E, 6)
+
+
+def test_other_ids_are_not_batched_acrobot():
+    assert not is_batched_acrobot("Acrobot-v1") and not is_batched_acrobot("CartPole-v1")
+
+
+@pytest.mark.parametrize("env_id", ["NoSuchEnv-v0", "diffdac/RandomExtremeAcrobat-v1", "nospace/CartPole-v1"])
+def test_unknown_id_is_a_one_line_value_error(env_id):
+    with pytest.raises(ValueError) as info:
+        make_task_batch(env_id, seed=0, learner_ids=[0], envs_per_learner=1)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"unknown environment id {env_id!r}")
