@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import gymnasium
 import numpy as np
 from gymnasium.envs.classic_control.acrobot import AcrobotEnv
 
@@ -17,8 +16,8 @@ from envs.batch import EpisodeTracker, StepResult, simulator_rngs
 
 FAMILIES = ("standard", "normal", "extreme")
 TASK_KEYS = ("mass", "length", "inertia")
-NORMAL_RANGE = (0.75, 1.25)  # Packer et al. 2018, Table 1 (Acrobot, "R")
-EXTREME_LOW = (0.5, 0.75)  # Packer et al. 2018, Table 1 (Acrobot, "E"): [0.5, 0.75) U (1.25, 1.5]
+NORMAL_RANGE = (0.75, 1.25)  # Packer et al. 2018, Acrobot "Random" (R) range
+EXTREME_LOW = (0.5, 0.75)  # Packer et al. 2018, Acrobot "Extreme" (E): [0.5, 0.75) U (1.25, 1.5]
 EXTREME_HIGH = (1.25, 1.5)
 
 AVAIL_TORQUE = np.array(AcrobotEnv.AVAIL_TORQUE, dtype=np.float64)  # indexed by action
