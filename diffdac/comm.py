@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,8 +25,16 @@ class Communicator(Protocol):
         """This block's rows `[K, X]` -> rows of `buffer_ids` `[M, X]`, neighbours' included."""
         ...
 
-    def gather_all(self, block: torch.Tensor) -> torch.Tensor:
-        """Every learner's rows `[N, X]`, for logging only (never in the training path)."""
+    def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Elementwise sum over all ranks, for logging statistics only (never in the training path)."""
+        ...
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's `obj`, in rank order (for tables rank 0 writes once)."""
+        ...
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
         ...
 
 
@@ -40,5 +48,11 @@ class LocalCommunicator:
         # One process hosts every learner, so the buffer is the block itself.
         return block
 
-    def gather_all(self, block: torch.Tensor) -> torch.Tensor:
-        return block
+    def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        return [obj]
+
+    def barrier(self) -> None:
+        pass

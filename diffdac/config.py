@@ -48,12 +48,13 @@ class TrainConfig:
     log_dir: str | None = opt(None, "run directory; default runs/<env>-<topology>-s<seed>-<time>")
     overwrite: bool = opt(False, "replace a run directory that already holds a run")
     log_interval: int = opt(20_000, "environment steps between rows of progress.csv")
+    threads: int = opt(1, "torch CPU threads per process; the numbers are reproducible for a fixed count")
     device: str = opt("cpu", "torch device of the population: cpu or cuda")
     progress: bool = opt(True, "show a progress bar on the terminal")
 
     def validate(self) -> "TrainConfig":
         """Refuse bad input with a ConfigError naming the option and the fix."""
-        for name in ("num_learners", "envs_per_learner", "steps_per_update", "combine_every", "total_steps", "hidden", "log_interval"):
+        for name in ("num_learners", "envs_per_learner", "steps_per_update", "combine_every", "total_steps", "hidden", "log_interval", "threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer, got {value!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import numpy as np
 import torch
@@ -49,7 +50,13 @@ class Combiner:
         return matrix @ buffer
 
 
-def disagreement(params: torch.Tensor) -> float:
-    """Mean over learners of the squared distance to the network average; params: [N, P]."""
-    centred = params.double() - params.double().mean(0, keepdim=True)
-    return float(centred.square().sum(1).mean())
+def disagreement(block: torch.Tensor, all_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> float:
+    """Mean over learners of the squared distance to the network average.
+
+    block: [K, P], this process's learners; `all_sum` adds a tensor over processes, so the
+    network average and the distances take two small reductions, never a gather of all N rows.
+    """
+    block = block.double()
+    totals = all_sum(torch.cat([block.sum(0), torch.tensor([len(block)], dtype=torch.float64, device=block.device)]))
+    mean, count = totals[:-1] / totals[-1], totals[-1]
+    return float(all_sum((block - mean).square().sum().reshape(1))[0] / count)

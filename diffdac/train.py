@@ -91,7 +91,7 @@ class Learners:
         self.discounted = self.discounted * (1.0 - dones.double())
         return self.ret_norm.normalize(rewards.unsqueeze(1), center=False).squeeze(1)
 
-    def collect(self, monitors: MonitorSet, finished: collections.deque) -> None:
+    def collect(self, monitors: MonitorSet, stats: "EpisodeStats") -> None:
         """Step every simulator `steps_per_update` times with actions drawn from keyed noise."""
         ro, cfg = self.rollout, self.config
         for t in range(cfg.steps_per_update):
@@ -108,7 +108,7 @@ class Learners:
             ro.rewards[t] = self._scale_rewards(self._tensor(result.reward), ro.dones[t])
             if result.truncated.any():
                 ro.final_obs[:, t] = self._policy_input(self._tensor(result.final_obs))
-            finished.extend(monitors.record(result.episode_return, result.episode_length, done))
+            stats.extend(monitors.record(result.episode_return, result.episode_length, done))
             self.obs = self._tensor(result.obs)
 
     def adapt(self) -> A2CLoss:
@@ -161,7 +161,20 @@ class Learners:
         return [n for n in (self.obs_norm, self.ret_norm) if n is not None]
 
     def disagreement(self) -> float:
-        return disagreement(self.comm.gather_all(self.pop.flat.detach()))
+        return disagreement(self.pop.flat.detach(), self.comm.all_sum)
+
+    def save(self, path: Path) -> None:
+        """This block's parameters and normalisers (one file per rank), written atomically."""
+        state = {
+            "learner_ids": self.learner_ids,
+            "params": self.pop.flat.detach().cpu(),
+            "updates": self.updates,
+            "obs_norm": None if self.obs_norm is None else [t.cpu() for t in self.obs_norm.state()],
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
 
 
 def _learner_major(x: torch.Tensor) -> torch.Tensor:
@@ -203,78 +216,103 @@ def make_tasks(config: TrainConfig, learner_ids: np.ndarray) -> envs.TaskBatch:
         raise ConfigError(str(err)) from None
 
 
-def write_run_files(run_dir: Path, config: TrainConfig, graph: nx.Graph, tasks: envs.TaskBatch, learner_ids: np.ndarray, world_size: int) -> None:
-    """config.json, topology.csv, combination.csv and tasks.csv."""
+def write_run_files(run_dir: Path, config: TrainConfig, graph: nx.Graph, tasks: list[dict], world_size: int) -> None:
+    """config.json, topology.csv, combination.csv and tasks.csv (all learners' tasks, in order)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "config.json", {**config.to_dict(), "version": __version__, "world_size": world_size})
     write_matrix(run_dir / "topology.csv", nx.to_numpy_array(graph, nodelist=range(config.num_learners), dtype=int))
     write_matrix(run_dir / "combination.csv", topologies.dense_combination_matrix(graph, config.weights))
-    write_tasks(run_dir / "tasks.csv", config.env, learner_ids, tasks.tasks)
+    write_tasks(run_dir / "tasks.csv", config.env, range(config.num_learners), tasks)
 
 
-def train(config: TrainConfig) -> Path:
-    """Train config.num_learners learners by diffusion and return the run directory."""
+def train(config: TrainConfig, comm: Communicator | None = None) -> Path:
+    """Train config.num_learners learners by diffusion and return the run directory.
+
+    `comm` connects the processes of a torchrun world; without it this process hosts every learner.
+    """
+    comm = comm or LocalCommunicator()
     graph, run_dir = prepare(config)
-    learner_ids = learner_block(0, 1, config.num_learners)
+    if comm.world_size > config.num_learners:
+        raise ConfigError(f"{comm.world_size} processes for {config.num_learners} learners: use at most --nproc-per-node {config.num_learners}")
+    learner_ids = learner_block(comm.rank, comm.world_size, config.num_learners)
     tasks = make_tasks(config, learner_ids)
     warning = topologies.disconnection_warning(graph)
-    if warning and config.topology != "none":
+    if warning and config.topology != "none" and comm.rank == 0:
         print(f"diffdac: warning: {warning}")
-    torch.manual_seed(config.seed)
-    learners = Learners(config, graph, LocalCommunicator(), tasks, learner_ids)
-    write_run_files(run_dir, config, graph, tasks, learner_ids, world_size=1)
+    torch.set_num_threads(config.threads)
+    learners = Learners(config, graph, comm, tasks, learner_ids)
+    all_tasks = [task for block in comm.gather_objects(list(tasks.tasks)) for task in block]
+    comm.barrier()  # every rank has checked the directory before rank 0 writes into it
+    if comm.rank == 0:
+        write_run_files(run_dir, config, graph, all_tasks, comm.world_size)
+    comm.barrier()
     run_loop(learners, run_dir)
     return run_dir
 
 
 def run_loop(learners: Learners, run_dir: Path) -> None:
     """Repeat rollout -> adapt -> combine, logging every log_interval env steps."""
-    cfg = learners.config
+    cfg, lead = learners.config, learners.comm.rank == 0
     steps_per_update = cfg.num_learners * cfg.envs_per_learner * cfg.steps_per_update
     num_updates = max(1, cfg.total_steps // steps_per_update)
     monitors = MonitorSet(run_dir, cfg.env, learners.learner_ids, cfg.envs_per_learner, learners.tasks.tasks)
-    progress = ProgressFile(run_dir / "progress.csv")
-    finished: collections.deque[float] = collections.deque(maxlen=RECENT_EPISODES)
-    start, next_log, episodes = time.time(), cfg.log_interval, 0
-    bar = tqdm(total=num_updates * steps_per_update, unit="step", unit_scale=True, disable=None if cfg.progress else True, dynamic_ncols=True)
+    progress = ProgressFile(run_dir / "progress.csv") if lead else None
+    stats = EpisodeStats()
+    start, next_log, row = time.time(), cfg.log_interval, {}
+    bar = tqdm(total=num_updates * steps_per_update, unit="step", unit_scale=True, disable=None if cfg.progress and lead else True, dynamic_ncols=True)
     try:
         for update in range(1, num_updates + 1):
-            before = len(finished)
-            learners.collect(monitors, finished)
+            learners.collect(monitors, stats)
             loss = learners.adapt()
             if update % cfg.combine_every == 0:
                 learners.combine()
-            steps = update * steps_per_update
-            episodes += _new_episodes(finished, before)
             bar.update(steps_per_update)
+            steps = update * steps_per_update
             if steps >= next_log or update == num_updates:
                 next_log += cfg.log_interval
-                row = _progress_row(learners, loss, steps, update, time.time() - start, finished, episodes)
-                progress.write(row)
+                row = progress_row(learners, loss, stats, steps, update, time.time() - start)
+                if progress is not None:
+                    progress.write(row)
                 bar.set_postfix(ret=f"{row['mean_return']:.1f}", refresh=False)
+        learners.save(run_dir / "checkpoints" / f"final.rank{learners.comm.rank:03d}.pt")
     finally:
         bar.close()
         monitors.close()
-        progress.close()
-    mean = np.mean(finished) if finished else float("nan")
-    print(f"diffdac: {steps} env steps in {time.time() - start:.0f}s; mean return of the last {len(finished)} episodes {mean:.1f}; logs in {run_dir}")
+        if progress is not None:
+            progress.close()
+    if lead:
+        print(f"diffdac: {row['steps']} env steps in {row['time']:.0f}s; mean return of the last {RECENT_EPISODES} episodes per process {row['mean_return']:.1f}; logs in {run_dir}")
 
 
-def _new_episodes(finished: collections.deque, before: int) -> int:
-    # The deque is bounded, so count growth up to its limit and assume overflow means all new.
-    return max(0, len(finished) - before) if len(finished) < RECENT_EPISODES else len(finished) - before
+class EpisodeStats:
+    """Returns of the last finished episodes and how many episodes finished in all."""
+
+    def __init__(self) -> None:
+        self.recent: collections.deque[float] = collections.deque(maxlen=RECENT_EPISODES)
+        self.count = 0
+
+    def extend(self, returns: list[float]) -> None:
+        self.recent.extend(returns)
+        self.count += len(returns)
 
 
-def _progress_row(learners: Learners, loss: A2CLoss, steps: int, update: int, elapsed: float, finished: collections.deque, episodes: int) -> dict[str, float]:
+def progress_row(learners: Learners, loss: A2CLoss, stats: EpisodeStats, steps: int, update: int, elapsed: float) -> dict[str, float]:
+    """One progress.csv row; sums over processes so every rank contributes its learners."""
+    local = torch.tensor(
+        [sum(stats.recent), len(stats.recent), stats.count, float(loss.policy.sum()), float(loss.value.sum()), float(loss.entropy.sum())],
+        dtype=torch.float64,
+    )
+    ret_sum, ret_count, episodes, policy, value, entropy = learners.comm.all_sum(local.to(learners.device)).tolist()
+    n = learners.config.num_learners
     return {
         "steps": steps,
         "updates": update,
         "time": round(elapsed, 3),
-        "mean_return": float(np.mean(finished)) if finished else float("nan"),
-        "episodes": episodes,
-        "policy_loss": float(loss.policy.mean()),
-        "value_loss": float(loss.value.mean()),
-        "entropy": float(loss.entropy.mean()),
+        "mean_return": ret_sum / ret_count if ret_count else float("nan"),
+        "episodes": int(episodes),
+        "policy_loss": policy / n,
+        "value_loss": value / n,
+        "entropy": entropy / n,
         "disagreement": learners.disagreement(),
         "steps_per_s": round(steps / max(elapsed, 1e-9), 1),
     }

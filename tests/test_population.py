@@ -1,0 +1,70 @@
+import gymnasium as gym
+import numpy as np
+import torch
+
+from diffdac.population import Population
+from diffdac.train import clip_per_learner
+
+OBS = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
+DISCRETE = gym.spaces.Discrete(3)
+BOX = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+
+def _pop(ids, action_space=DISCRETE, **kwargs) -> Population:
+    return Population(OBS, action_space, np.asarray(ids), hidden=16, seed=3, **kwargs)
+
+
+def test_learners_share_initial_parameters_unless_asked_otherwise():
+    shared, separate = _pop(range(4)), _pop(range(4), separate_init=True)
+    assert all(torch.equal(shared.flat[0], row) for row in shared.flat)
+    assert not torch.equal(separate.flat[0], separate.flat[1])
+
+
+def test_initial_parameters_do_not_depend_on_the_block_a_learner_is_in():
+    whole, block = _pop(range(6), separate_init=True), _pop([4, 5], separate_init=True)
+    assert torch.equal(whole.flat[4:], block.flat)
+
+
+def test_hidden_weights_are_orthogonal_with_the_original_gain():
+    w = _pop([0]).param("actor.0.weight")[0]  # [in=6, out=16]
+    torch.testing.assert_close(w @ w.T, 2.0 * torch.eye(6), atol=1e-5, rtol=0)
+
+
+def test_forward_shapes_for_discrete_and_continuous_heads():
+    obs = torch.randn(3, 5, 6)
+    pop = _pop(range(3))
+    assert pop.actor(obs).shape == (3, 5, 3) and pop.value(obs).shape == (3, 5)
+    assert pop.act(obs, seed=0, step=0).shape == (3, 5)
+    cont = _pop(range(3), action_space=BOX)
+    actions = cont.act(obs, seed=0, step=0)
+    assert actions.shape == (3, 5, 2)
+    logp, ent = cont.evaluate(obs, actions)
+    assert logp.shape == (3, 5) and ent.shape == (3, 5)
+
+
+def test_a_learner_acts_the_same_in_any_block():
+    obs = torch.randn(4, 8, 6)
+    whole, block = _pop(range(4), separate_init=True), _pop([2, 3], separate_init=True)
+    assert torch.equal(whole.act(obs, 7, 11)[2:], block.act(obs[2:], 7, 11))
+
+
+def test_sampled_actions_follow_the_policy():
+    pop = _pop([0])
+    obs = torch.zeros(1, 20000, 6)
+    probs = torch.softmax(pop.actor(obs[:, :1]), -1).flatten()
+    counts = torch.bincount(pop.act(obs, 0, 0).flatten(), minlength=3) / 20000
+    torch.testing.assert_close(counts, probs.detach(), atol=0.02, rtol=0)
+
+
+def test_a_learner_gradient_never_reaches_another():
+    pop = _pop(range(3), separate_init=True)
+    obs = torch.randn(3, 4, 6)
+    pop.value(obs)[1].sum().backward()
+    grad = pop.flat.grad
+    assert grad[1].abs().sum() > 0 and grad[0].abs().sum() == 0 and grad[2].abs().sum() == 0
+
+
+def test_gradients_are_clipped_per_learner():
+    grad = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
+    clip_per_learner(grad, 1.0)
+    torch.testing.assert_close(grad.norm(dim=1), torch.tensor([1.0, 0.5]), atol=1e-5, rtol=0)
