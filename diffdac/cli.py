@@ -19,7 +19,7 @@ class OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line and exit status 2, never a usage wall."""
 
     def error(self, message: str) -> typing.NoReturn:
-        self.exit(EXIT_USAGE, f"diffdac: error: {message} (see --help)\n")
+        self.exit(EXIT_USAGE, f"diffdac: error: {message} (see --help)\n" if _is_lead() else None)
 
 
 def _field_type(f: dataclasses.Field) -> type:
@@ -71,9 +71,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from diffdac.train import train
+    from diffdac.distributed import connect
+    from diffdac.train import prepare, train
 
-    train(config_from_args(args))
+    config = config_from_args(args)
+    graph, _ = prepare(config)  # bad input ends every rank before any of them waits on a rendezvous
+    with connect(config, graph) as comm:
+        train(config, comm)
     return 0
 
 
@@ -89,13 +93,21 @@ def run_topology(args: argparse.Namespace) -> int:
 COMMANDS = {"train": run_train, "topology": run_topology}
 
 
+def _is_lead() -> bool:
+    """Rank 0 of a torchrun world, or a plain process: the one that reports input errors, once."""
+    from diffdac.distributed import env_rank
+
+    return env_rank() == 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `diffdac` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, ValueError) as err:
-        print(f"diffdac: error: {err}", file=sys.stderr)
+        if _is_lead():
+            print(f"diffdac: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingError as err:
         print(f"diffdac: training stopped: {err}", file=sys.stderr)

@@ -11,6 +11,7 @@ from diffdac.errors import ConfigError
 
 NORMALIZE_CHOICES = ("obs", "reward")
 DEVICES = ("cpu", "cuda")
+BACKENDS = ("gloo", "nccl")
 
 
 def opt(default: Any, doc: str, **kwargs: Any) -> Any:
@@ -51,6 +52,8 @@ class TrainConfig:
     threads: int = opt(1, "torch CPU threads per process; the numbers are reproducible for a fixed count")
     device: str = opt("cpu", "torch device of the population: cpu or cuda")
     progress: bool = opt(True, "show a progress bar on the terminal")
+    backend: str | None = opt(None, "torch.distributed backend under torchrun: gloo or nccl; unset means nccl with --device cuda, else gloo")
+    dist_timeout: float = opt(120.0, "seconds a rank waits for a peer before it stops with an error naming that peer")
 
     def validate(self) -> "TrainConfig":
         """Refuse bad input with a ConfigError naming the option and the fix."""
@@ -71,6 +74,12 @@ class TrainConfig:
             raise ConfigError(f"--normalize takes obs, reward or obs,reward, got {','.join(unknown)!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be cpu or cuda, got {self.device!r}")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ConfigError(f"--backend must be gloo or nccl, got {self.backend!r}")
+        if self.backend == "nccl" and self.device != "cuda":
+            raise ConfigError("--backend nccl moves CUDA tensors only: add --device cuda or use --backend gloo")
+        if not isinstance(self.dist_timeout, (int, float)) or not math.isfinite(self.dist_timeout) or self.dist_timeout <= 0:
+            raise ConfigError(f"--dist-timeout must be a positive number of seconds, got {self.dist_timeout!r}")
         if self.topology is None and self.adjacency is None:
             raise ConfigError("give a graph: --topology NAME or --adjacency MATRIX_OR_FILE")
         return self

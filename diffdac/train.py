@@ -20,6 +20,7 @@ from diffdac.a2c import A2CLoss, a2c_loss, bootstrap_truncations, compute_return
 from diffdac.comm import Communicator, LocalCommunicator, learner_block
 from diffdac.config import TrainConfig
 from diffdac.diffusion import Combiner, disagreement
+from diffdac.distributed import PeerLost
 from diffdac.errors import ConfigError, TrainingError
 from diffdac.logs import MonitorSet, ProgressFile, write_json, write_matrix, write_tasks
 from diffdac.normalize import RunningNorm
@@ -275,6 +276,8 @@ def run_loop(learners: Learners, run_dir: Path) -> None:
                     progress.write(row)
                 bar.set_postfix(ret=f"{row['mean_return']:.1f}", refresh=False)
         learners.save(run_dir / "checkpoints" / f"final.rank{learners.comm.rank:03d}.pt")
+    except PeerLost as err:
+        raise err.at_update(update) from None
     finally:
         bar.close()
         monitors.close()

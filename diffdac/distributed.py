@@ -1,0 +1,211 @@
+"""Learners across processes and machines: a Communicator over torch.distributed.
+
+torchrun starts the processes and sets RANK, WORLD_SIZE and LOCAL_RANK; each rank hosts the
+contiguous block `learner_block(rank, world_size, N)`. The combine step moves rows only between
+ranks that host neighbouring learners, with point-to-point messages in an order fixed by the
+graph, so a rank's traffic grows with its learners' neighbours, never with N.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+import networkx as nx
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from diffdac.comm import Communicator, LocalCommunicator, learner_block
+from diffdac.config import TrainConfig
+from diffdac.errors import ConfigError, TrainingError
+
+T = TypeVar("T")
+
+
+class PeerLost(TrainingError):
+    """A message to or from another rank failed: the peer died, hung past --dist-timeout, or the network broke."""
+
+    def __init__(self, rank: int, peer: int | None, detail: str, update: int | None = None) -> None:
+        self.rank, self.peer, self.detail, self.update = rank, peer, detail, update
+        who = "a peer" if peer is None else f"peer rank {peer}"
+        when = "" if update is None else f" at update {update}"
+        super().__init__(f"rank {rank} lost {who}{when}: {detail}")
+
+    def at_update(self, update: int) -> "PeerLost":
+        """The same loss, naming the update the training loop was in (the communicator does not count updates)."""
+        return PeerLost(self.rank, self.peer, self.detail, update)
+
+
+@dataclass(frozen=True)
+class ExchangePlan:
+    """Which rows move between one rank and each peer; fixed by the graph for the whole run.
+
+    `sends[peer]`: positions in this rank's block of the rows the peer's learners read;
+    `recvs[peer]`: global ids this rank's learners read from the peer. Both ascending.
+    """
+
+    rank: int
+    local_ids: np.ndarray
+    sends: dict[int, np.ndarray]
+    recvs: dict[int, np.ndarray]
+
+    @property
+    def peers(self) -> list[int]:
+        """Ranks this rank talks to, ascending: the order of every exchange."""
+        return sorted(set(self.sends) | set(self.recvs))
+
+    @property
+    def available_ids(self) -> np.ndarray:
+        """Global ids of the rows an exchange yields: received rows and local rows, ascending.
+
+        Blocks are contiguous and ordered by rank, so concatenating in rank order is already sorted.
+        """
+        before = [self.recvs[p] for p in self.peers if p < self.rank and p in self.recvs]
+        after = [self.recvs[p] for p in self.peers if p > self.rank and p in self.recvs]
+        return np.concatenate([*before, self.local_ids, *after]).astype(np.int64)
+
+
+def plan_exchange(edges: Iterable[tuple[int, int]], num_learners: int, world_size: int, rank: int) -> ExchangePlan:
+    """The rows `rank` sends to and receives from each peer, from the undirected edges of the graph."""
+    blocks = [learner_block(r, world_size, num_learners) for r in range(world_size)]
+    owner = np.repeat(np.arange(world_size), [len(b) for b in blocks])
+    local_ids = blocks[rank]
+    sends: dict[int, set[int]] = defaultdict(set)
+    recvs: dict[int, set[int]] = defaultdict(set)
+    for u, v in edges:
+        for reader, row in ((u, v), (v, u)):
+            if owner[row] == owner[reader]:
+                continue
+            if owner[row] == rank:
+                sends[int(owner[reader])].add(int(row))
+            if owner[reader] == rank:
+                recvs[int(owner[row])].add(int(row))
+    return ExchangePlan(
+        rank=rank,
+        local_ids=local_ids,
+        sends={p: np.array(sorted(ids), dtype=np.int64) - local_ids[0] for p, ids in sends.items()},
+        recvs={p: np.array(sorted(ids), dtype=np.int64) for p, ids in recvs.items()},
+    )
+
+
+def _one_line(err: BaseException) -> str:
+    """A backend error's first line without gloo's `[file.cc:123]` prefix: the part a user can act on."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", first)
+
+
+class DistributedCommunicator:
+    """The Communicator of one rank in a torch.distributed world (process group already initialised).
+
+    exchange() talks to each peer in ascending rank order; within a pair the lower rank sends
+    first and the higher receives first, and every handle is waited on before the next message.
+    Every rank walks its pairs in an order consistent with one global order of pairs, so the
+    blocking sequence cannot deadlock, and it avoids batch_isend_irecv, which hangs on gloo.
+    """
+
+    def __init__(self, plan: ExchangePlan, backend: str, local_rank: int) -> None:
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+        self.plan = plan
+        self.backend = backend
+        self.local_rank = local_rank
+        self._available = plan.available_ids
+
+    def _guard(self, peer: int | None, action: Callable[[], T]) -> T:
+        """Run a message or collective; a backend failure becomes one PeerLost naming the peer."""
+        try:
+            return action()
+        except RuntimeError as err:
+            raise PeerLost(self.rank, peer, _one_line(err)) from None
+
+    def _transport(self, tensor: torch.Tensor) -> torch.Tensor:
+        """gloo moves CPU tensors, nccl CUDA tensors: a contiguous copy on the backend's device."""
+        device = torch.device("cpu") if self.backend == "gloo" else tensor.device
+        return tensor.to(device).contiguous()
+
+    def _swap(self, peer: int, outgoing: torch.Tensor, incoming: torch.Tensor) -> None:
+        """One pair's messages, lower rank sending first; each waited on before the next."""
+        ops = [(dist.isend, outgoing), (dist.irecv, incoming)]
+        for op, tensor in ops if self.rank < peer else ops[::-1]:
+            self._guard(peer, lambda: op(tensor, peer).wait())
+
+    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray) -> torch.Tensor:
+        """This block's rows `[K, X]` -> rows of `buffer_ids` `[M, X]`, neighbours' fetched from their ranks."""
+        source = self._transport(block)
+        pieces: dict[int, torch.Tensor] = {self.rank: source}
+        for peer in self.plan.peers:
+            outgoing = source[torch.from_numpy(self.plan.sends.get(peer, np.empty(0, dtype=np.int64))).to(source.device)]
+            incoming = source.new_empty((len(self.plan.recvs.get(peer, ())), *source.shape[1:]))
+            self._swap(peer, outgoing, incoming)
+            pieces[peer] = incoming
+        rows = torch.cat([pieces[r] for r in sorted(pieces)]).to(block.device)
+        return rows if np.array_equal(buffer_ids, self._available) else rows[self._positions(buffer_ids)]
+
+    def _positions(self, buffer_ids: np.ndarray) -> torch.Tensor:
+        """Where each requested id lies in the exchanged rows; refuses ids the graph gives no route to."""
+        index = np.searchsorted(self._available, buffer_ids).clip(max=len(self._available) - 1)
+        missing = np.asarray(buffer_ids)[self._available[index] != buffer_ids]
+        if len(missing):
+            raise ValueError(f"rank {self.rank} cannot read learners {missing.tolist()}: they are not neighbours of its learners")
+        return torch.from_numpy(index)
+
+    def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        reduced = self._transport(tensor).clone()
+        self._guard(None, lambda: dist.all_reduce(reduced))
+        return reduced.to(tensor.device)
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        out: list[Any] = [None] * self.world_size
+        self._guard(None, lambda: dist.all_gather_object(out, obj))
+        return out
+
+    def barrier(self) -> None:
+        device_ids = [self.local_rank] if self.backend == "nccl" else None
+        self._guard(None, lambda: dist.barrier(device_ids=device_ids))
+
+
+def launched_by_torchrun() -> bool:
+    """torchrun (or any launcher of torch.distributed) sets WORLD_SIZE; without it we are a world of one."""
+    return "WORLD_SIZE" in os.environ
+
+
+def env_rank() -> int:
+    """This process's global rank from the launcher's environment (0 outside torchrun), known before any rendezvous."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def _world_from_env(num_learners: int) -> tuple[int, int, int]:
+    """(rank, world size, local rank); refuses more processes than learners before anyone waits on a rendezvous."""
+    world_size = int(os.environ["WORLD_SIZE"])
+    if world_size > num_learners:
+        raise ConfigError(f"{world_size} processes for {num_learners} learners: use at most {num_learners} processes in all")
+    return env_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+@contextmanager
+def connect(config: TrainConfig, graph: nx.Graph) -> Iterator[Communicator]:
+    """The communicator of this process: LocalCommunicator without torchrun, else a rank of the world.
+
+    The process group is torn down after a clean run only: after a lost peer, teardown could
+    wait on that peer again, and the process is about to exit anyway.
+    """
+    if not launched_by_torchrun():
+        yield LocalCommunicator()
+        return
+    rank, world_size, local_rank = _world_from_env(config.num_learners)
+    backend = config.backend or ("nccl" if config.device == "cuda" else "gloo")
+    if config.device == "cuda":
+        torch.cuda.set_device(local_rank)  # before the first collective, or nccl can hang
+    try:
+        dist.init_process_group(backend, timeout=timedelta(seconds=config.dist_timeout))
+    except RuntimeError as err:
+        raise TrainingError(f"rank {rank} could not join the world of {world_size} processes: {_one_line(err)}") from None
+    plan = plan_exchange(graph.edges(), config.num_learners, world_size, rank)
+    yield DistributedCommunicator(plan, backend, local_rank)
+    dist.destroy_process_group()
