@@ -95,9 +95,9 @@ def plan_exchange(edges: Iterable[tuple[int, int]], num_learners: int, world_siz
 
 
 def _one_line(err: BaseException) -> str:
-    """A backend error's first line without gloo's `[file.cc:123]` prefix: the part a user can act on."""
+    """A backend error's first sentence without gloo's `[file.cc:123]` prefix: the part a user can act on."""
     first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return re.sub(r"^\[[^\]]*\]\s*", "", first)
+    return re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0].rstrip(".")
 
 
 class DistributedCommunicator:
@@ -207,5 +207,7 @@ def connect(config: TrainConfig, graph: nx.Graph) -> Iterator[Communicator]:
     except RuntimeError as err:
         raise TrainingError(f"rank {rank} could not join the world of {world_size} processes: {_one_line(err)}") from None
     plan = plan_exchange(graph.edges(), config.num_learners, world_size, rank)
-    yield DistributedCommunicator(plan, backend, local_rank)
+    comm = DistributedCommunicator(plan, backend, local_rank)
+    yield comm
+    comm.barrier()  # no rank tears its connections down while a peer still reads from them
     dist.destroy_process_group()

@@ -1,0 +1,57 @@
+"""`diffdac bench`: the scenario registry, the processes scenario's arithmetic, and one real launch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from diffdac import bench
+from diffdac.cli import build_parser, main
+
+
+def _args(*argv: str):
+    return build_parser().parse_args(["bench", *argv])
+
+
+def test_the_processes_scenario_is_registered_and_the_default():
+    assert "processes" in bench.SCENARIOS and _args().scenario == "processes"
+
+
+@pytest.mark.parametrize("argv,counts", [((), [1, 2, 4]), (("--num-learners", "1"), [1]), (("--processes", "3,8"), [1, 3])])
+def test_process_counts_always_start_at_one_and_never_exceed_the_learners(argv, counts):
+    assert bench.process_counts(_args(*argv)) == counts
+
+
+def test_rows_hold_the_median_and_the_ratio_to_one_process(monkeypatch):
+    speeds = {1: [100.0, 300.0, 200.0], 2: [390.0, 410.0, 400.0], 4: [50.0, 60.0, 40.0]}
+    monkeypatch.setattr(bench, "launch_training", lambda p, options: (speeds[p].pop(), 1.5))
+    rows = bench.SCENARIOS["processes"](_args("--num-learners", "4", "--repeats", "3"))
+    assert [(r["processes"], r["learners_per_process"], r["steps_per_s"], r["ratio_to_1"]) for r in rows] == [
+        (1, "4", 200.0, 1.0), (2, "2", 400.0, 2.0), (4, "1", 50.0, 0.25),
+    ]
+    table = bench.format_table(rows).splitlines()
+    assert table[0].split() == list(rows[0]) and len(table) == 4 and len({len(line) for line in table}) == 1
+
+
+def test_a_failed_measured_run_is_one_line_and_exit_1(monkeypatch, capsys):
+    def fail(p, options):
+        raise bench.BenchError("the run at 2 processes failed (exit 1): boom")
+
+    monkeypatch.setattr(bench, "launch_training", fail)
+    assert main(["bench", "--repeats", "1"]) == 1
+    assert capsys.readouterr().err.strip() == "diffdac: bench failed: the run at 2 processes failed (exit 1): boom"
+
+
+@pytest.mark.parametrize("argv", [("--repeats", "0"), ("--processes", "1,two")])
+def test_bad_options_exit_2(argv, capsys):
+    assert main(["bench", *argv]) == 2
+    assert capsys.readouterr().err.startswith("diffdac: error: --")
+
+
+def test_bench_measures_real_runs_at_one_and_two_processes(capsys):
+    argv = ["bench", "--num-learners", "2", "--envs-per-learner", "2", "--total-steps", "2000", "--repeats", "1", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["scenario"] == "processes" and [r["processes"] for r in report["rows"]] == [1, 2]
+    assert all(r["steps_per_s"] > 0 and r["wall_s"] > 0 for r in report["rows"]) and report["rows"][0]["ratio_to_1"] == 1.0
