@@ -57,8 +57,9 @@ class ExchangePlan:
 
     @property
     def peers(self) -> list[int]:
-        """Ranks this rank talks to, ascending: the order of every exchange."""
-        return sorted(set(self.sends) | set(self.recvs))
+        """Ranks this rank talks to, ascending: the order of every exchange (edges are undirected, so
+        a rank receives from exactly the ranks it sends to)."""
+        return sorted(self.sends)
 
     @property
     def available_ids(self) -> np.ndarray:
@@ -66,8 +67,8 @@ class ExchangePlan:
 
         Blocks are contiguous and ordered by rank, so concatenating in rank order is already sorted.
         """
-        before = [self.recvs[p] for p in self.peers if p < self.rank and p in self.recvs]
-        after = [self.recvs[p] for p in self.peers if p > self.rank and p in self.recvs]
+        before = [self.recvs[p] for p in self.peers if p < self.rank]
+        after = [self.recvs[p] for p in self.peers if p > self.rank]
         return np.concatenate([*before, self.local_ids, *after]).astype(np.int64)
 
 
@@ -116,6 +117,7 @@ class DistributedCommunicator:
         self.backend = backend
         self.local_rank = local_rank
         self._available = plan.available_ids
+        self._send_rows = {peer: torch.from_numpy(rows) for peer, rows in plan.sends.items()}
 
     def _guard(self, peer: int | None, action: Callable[[], T]) -> T:
         """Run a message or collective; a backend failure becomes one PeerLost naming the peer."""
@@ -136,24 +138,21 @@ class DistributedCommunicator:
             self._guard(peer, lambda: op(tensor, peer).wait())
 
     def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray) -> torch.Tensor:
-        """This block's rows `[K, X]` -> rows of `buffer_ids` `[M, X]`, neighbours' fetched from their ranks."""
+        """This block's rows `[K, X]` -> rows of `buffer_ids` `[M, X]`, neighbours' fetched from their ranks.
+
+        `buffer_ids` must be the closed neighbourhood of the block (the Combiner's buffer): the
+        plan was made from the same graph, so any other request is a programming error.
+        """
+        if not np.array_equal(buffer_ids, self._available):
+            raise ValueError(f"rank {self.rank} was asked for learners {np.asarray(buffer_ids).tolist()}, its plan moves {self._available.tolist()}")
         source = self._transport(block)
         pieces: dict[int, torch.Tensor] = {self.rank: source}
         for peer in self.plan.peers:
-            outgoing = source[torch.from_numpy(self.plan.sends.get(peer, np.empty(0, dtype=np.int64))).to(source.device)]
-            incoming = source.new_empty((len(self.plan.recvs.get(peer, ())), *source.shape[1:]))
+            outgoing = source[self._send_rows[peer].to(source.device)]
+            incoming = source.new_empty((len(self.plan.recvs[peer]), *source.shape[1:]))
             self._swap(peer, outgoing, incoming)
             pieces[peer] = incoming
-        rows = torch.cat([pieces[r] for r in sorted(pieces)]).to(block.device)
-        return rows if np.array_equal(buffer_ids, self._available) else rows[self._positions(buffer_ids)]
-
-    def _positions(self, buffer_ids: np.ndarray) -> torch.Tensor:
-        """Where each requested id lies in the exchanged rows; refuses ids the graph gives no route to."""
-        index = np.searchsorted(self._available, buffer_ids).clip(max=len(self._available) - 1)
-        missing = np.asarray(buffer_ids)[self._available[index] != buffer_ids]
-        if len(missing):
-            raise ValueError(f"rank {self.rank} cannot read learners {missing.tolist()}: they are not neighbours of its learners")
-        return torch.from_numpy(index)
+        return torch.cat([pieces[r] for r in sorted(pieces)]).to(block.device)
 
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         reduced = self._transport(tensor).clone()

@@ -90,7 +90,7 @@ class Learners:
         self.discounted = self.discounted * self.config.gamma + rewards
         self.ret_norm.update(self.discounted)
         self.discounted = self.discounted * (1.0 - dones.double())
-        return self.ret_norm.normalize(rewards.unsqueeze(1), center=False).squeeze(1)
+        return self.ret_norm.normalize(rewards, center=False)
 
     def collect(self, monitors: MonitorSet, stats: "EpisodeStats") -> None:
         """Step every simulator `steps_per_update` times with actions drawn from keyed noise."""
@@ -167,7 +167,7 @@ class Learners:
     def save(self, path: Path) -> None:
         """This block's parameters and normalisers (one file per rank), written atomically."""
         state = {
-            "learner_ids": self.learner_ids,
+            "learner_ids": torch.from_numpy(self.learner_ids),
             "params": self.pop.flat.detach().cpu(),
             "updates": self.updates,
             "obs_norm": None if self.obs_norm is None else [t.cpu() for t in self.obs_norm.state()],

@@ -1,6 +1,5 @@
 """Combination weights: stochasticity, canonical order, SLEM, and sparse cost."""
 
-import time
 
 import networkx as nx
 import numpy as np
@@ -75,13 +74,9 @@ def test_slem_single_learner_and_disconnected():
     assert second_largest_eigenvalue_modulus(c) == pytest.approx(1.0)
 
 
-def test_large_ring_is_sparse_and_fast():
-    g = build_graph("ring", 1024)
-    start = time.perf_counter()
-    src, dst, weight = combination_weights(g, "metropolis")
-    elapsed = time.perf_counter() - start
+def test_large_ring_has_one_entry_per_edge_end_and_learner():
+    src, dst, weight = combination_weights(build_graph("ring", 1024), "metropolis")
     assert len(weight) == 3 * 1024
-    assert elapsed < 1.0
 
 
 def test_unknown_rule():

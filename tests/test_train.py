@@ -1,0 +1,103 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from diffdac import TrainConfig, train
+
+
+def _config(tmp_path, name="run", **overrides) -> TrainConfig:
+    options = dict(
+        num_learners=4, envs_per_learner=2, total_steps=4000, log_interval=1000, hidden=16,
+        log_dir=str(tmp_path / name), progress=False,
+    )
+    options.update(overrides)
+    return TrainConfig(**options)
+
+
+def _monitors(run_dir) -> dict[str, pd.DataFrame]:
+    return {p.name: pd.read_csv(p, skiprows=1) for p in sorted((run_dir / "monitor").glob("*.monitor.csv"))}
+
+
+def _final_params(run_dir) -> torch.Tensor:
+    return torch.load(run_dir / "checkpoints" / "final.rank000.pt")["params"]
+
+
+def test_a_run_writes_the_run_directory_of_the_design(tmp_path):
+    run_dir = train(_config(tmp_path))
+    for name in ("config.json", "topology.csv", "combination.csv", "tasks.csv", "progress.csv"):
+        assert (run_dir / name).is_file(), name
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["num_learners"] == 4 and config["world_size"] == 1 and "version" in config
+    tasks = pd.read_csv(run_dir / "tasks.csv")
+    assert list(tasks.columns[:2]) == ["learner", "env_id"] and len(tasks) == 4
+    assert {"mass", "length", "inertia"} <= set(tasks.columns)
+    progress = pd.read_csv(run_dir / "progress.csv")
+    assert {"steps", "time", "mean_return", "policy_loss", "value_loss", "entropy", "disagreement", "steps_per_s"} <= set(progress.columns)
+    assert progress["steps"].iloc[-1] == 4000
+
+
+def test_monitor_files_are_in_the_baselines_format(tmp_path):
+    run_dir = train(_config(tmp_path, total_steps=8000))
+    paths = sorted((run_dir / "monitor").glob("*.monitor.csv"))
+    assert [p.name for p in paths][:2] == ["learner000.sim00.monitor.csv", "learner000.sim01.monitor.csv"]
+    assert len(paths) == 8
+    header = json.loads(paths[0].read_text().splitlines()[0][1:])
+    assert {"t_start", "env_id", "mass", "length", "inertia"} <= set(header)
+    frame = pd.read_csv(paths[0], skiprows=1)
+    assert list(frame.columns) == ["r", "l", "t"] and len(frame) >= 1
+    assert (frame["l"] <= 500).all() and (frame["r"] == -(frame["l"] - (frame["l"] < 500))).all()
+
+
+def test_same_seed_gives_identical_episodes_and_parameters(tmp_path):
+    first, second = train(_config(tmp_path, "a")), train(_config(tmp_path, "b"))
+    a, b = _monitors(first), _monitors(second)
+    assert a.keys() == b.keys()
+    for name in a:
+        pd.testing.assert_frame_equal(a[name][["r", "l"]], b[name][["r", "l"]])
+    assert torch.equal(_final_params(first), _final_params(second))
+    other = train(_config(tmp_path, "c", seed=1))
+    assert not torch.equal(_final_params(first), _final_params(other))
+
+
+def test_a_ring_keeps_learners_far_closer_than_isolation(tmp_path):
+    ring = pd.read_csv(train(_config(tmp_path, "ring")) / "progress.csv")
+    alone = pd.read_csv(train(_config(tmp_path, "none", topology="none")) / "progress.csv")
+    assert ring["disagreement"].iloc[-1] * 10 < alone["disagreement"].iloc[-1]
+
+
+def test_learning_rate_zero_and_separate_init_converge_to_the_exact_mean(tmp_path):
+    config = _config(tmp_path, lr=0.0, separate_init=True, weights="metropolis", total_steps=4 * 60, envs_per_learner=1, steps_per_update=1)
+    from diffdac.population import Population
+    import envs
+
+    tasks = envs.make_task_batch(config.env, config.seed, np.arange(4), 1)
+    start = Population(tasks.observation_space, tasks.action_space, np.arange(4), 16, config.seed, separate_init=True).flat.detach()
+    final = _final_params(train(config))
+    torch.testing.assert_close(final, start.mean(0, keepdim=True).expand_as(final), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("normalize", [("obs",), ("obs", "reward")])
+def test_normalisation_runs_and_its_statistics_are_diffused(tmp_path, normalize):
+    run_dir = train(_config(tmp_path, normalize=normalize, topology="full"))
+    state = torch.load(run_dir / "checkpoints" / "final.rank000.pt")
+    mean = state["obs_norm"][0]
+    torch.testing.assert_close(mean, mean[:1].expand_as(mean))
+
+
+def test_local_normaliser_keeps_statistics_apart(tmp_path):
+    run_dir = train(_config(tmp_path, normalize=("obs",), topology="full", local_normalizer=True))
+    mean = torch.load(run_dir / "checkpoints" / "final.rank000.pt")["obs_norm"][0]
+    assert not torch.equal(mean[0], mean[1])
+
+
+def test_other_gymnasium_ids_train_through_vector_envs(tmp_path):
+    run_dir = train(_config(tmp_path, env="CartPole-v1", num_learners=2, total_steps=2000))
+    assert len(_monitors(run_dir)) == 4
+
+
+def test_gae_option_trains(tmp_path):
+    run_dir = train(_config(tmp_path, gae_lambda=0.95, total_steps=2000))
+    assert pd.read_csv(run_dir / "progress.csv")["steps"].iloc[-1] == 2000
