@@ -1,0 +1,89 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from diffdac.cli import build_parser, config_from_args, main
+
+
+def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "diffdac", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+BAD_TRAIN_INPUT = [
+    (["--adjacency", "[[0,1,0],[0,0,1],[0,1,0]]", "--num-learners", "3"], "not symmetric: entry (0,1) is 1 but (1,0) is 0"),
+    (["--adjacency", "[[0,1],[1,0]]", "--num-learners", "3"], "2x2"),
+    (["--adjacency", "[[0,2],[2,0]]", "--num-learners", "2"], "must be 0 or 1"),
+    (["--adjacency", "[[1,1],[1,0]]", "--num-learners", "2"], "diagonal"),
+    (["--adjacency", "missing.npy"], "missing.npy"),
+    (["--topology", "torus"], "torus"),
+    (["--topology", "erdos-renyi"], "--edge-prob"),
+    (["--weights", "max-degree"], "max-degree"),
+    (["--env", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
+    (["--num-learners", "0"], "--num-learners"),
+    (["--lr", "-1"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--envs-per-learner", "0"], "--envs-per-learner"),
+    (["--total-steps", "-5"], "--total-steps"),
+    (["--normalize", "obs,weights"], "--normalize"),
+    (["--num-learners", "three"], "--num-learners"),
+]
+
+
+def _exit_status(argv: list[str]) -> int:
+    """main() in this process; argparse's own errors arrive as SystemExit."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return int(stop.code)
+
+
+@pytest.mark.parametrize("args, expected", BAD_TRAIN_INPUT)
+def test_bad_input_is_one_line_and_exit_2_before_anything_is_written(tmp_path, monkeypatch, capsys, args, expected):
+    monkeypatch.chdir(tmp_path)
+    status = _exit_status(["train", "--log-dir", str(tmp_path / "run"), "--no-progress", *args])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("diffdac: error: "), err
+    assert expected in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_module_form_reports_bad_input_without_a_traceback(tmp_path):
+    result = _run("train", "--adjacency", "[[0,1,0],[0,0,1],[0,1,0]]", "--num-learners", "3", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == ["diffdac: error: " + result.stderr.split("diffdac: error: ")[1].strip()]
+
+
+def test_a_directory_that_holds_a_run_is_refused_unless_overwrite(tmp_path):
+    common = ["train", "--log-dir", str(tmp_path / "run"), "--num-learners", "2", "--envs-per-learner", "1",
+              "--total-steps", "200", "--hidden", "8", "--no-progress"]
+    assert main(common) == 0
+    assert main(common) == 2
+    assert main([*common, "--overwrite"]) == 0
+
+
+def test_every_config_field_is_an_option():
+    args = build_parser().parse_args(["train", "--num-learners", "5", "--normalize", "obs,reward", "--separate-init", "--gae-lambda", "0.9"])
+    config = config_from_args(args)
+    assert config.num_learners == 5 and config.normalize == ("obs", "reward") and config.separate_init and config.gae_lambda == 0.9
+
+
+def test_adjacency_replaces_the_default_topology():
+    config = config_from_args(build_parser().parse_args(["train", "--adjacency", "[[0,1],[1,0]]"]))
+    assert config.topology is None and config.adjacency == "[[0,1],[1,0]]"
+
+
+def test_topology_prints_adjacency_weights_and_eigenvalue(tmp_path):
+    path = tmp_path / "graph.npy"
+    np.save(path, np.array([[0, 1, 1], [1, 0, 0], [1, 0, 0]]))
+    result = _run("topology", "--adjacency", str(path), "--num-learners", "3", "--weights", "metropolis")
+    assert result.returncode == 0, result.stderr
+    assert "SLEM" in result.stdout or "second-largest" in result.stdout.lower()
+
+
+def test_topology_bad_input_exits_2():
+    result = _run("topology", "--topology", "ring", "--num-learners", "0")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
