@@ -38,7 +38,7 @@ class TrainConfig:
     rms_eps: float = opt(1e-5, "RMSprop epsilon")
     gamma: float = opt(0.99, "discount factor")
     gae_lambda: float | None = opt(None, "GAE lambda; unset means plain n-step returns")
-    entropy_coef: float = opt(0.01, "weight of the entropy bonus")
+    entropy_coef: float = opt(0.0, "weight of the entropy bonus (rl-baselines3-zoo uses 0 for Acrobot A2C; 0.01 made our default job collapse to a uniform policy)")
     value_coef: float = opt(0.5, "weight of the value loss")
     max_grad_norm: float = opt(0.5, "per-learner gradient-norm clip; 0 turns clipping off")
     hidden: int = opt(64, "width of the two hidden layers of actor and critic")
