@@ -1,0 +1,236 @@
+"""Learners across processes: torchrun on loopback must reproduce the one-process run bit for bit.
+
+Bit for bit holds on CPU because nothing depends on how learners are grouped: noise is keyed by
+learner, each learner's combination sums its neighbourhood in ascending global order whichever
+rank hosts it, and every process runs one torch thread.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import diffdac
+import topologies
+from diffdac.cli import build_parser, config_from_args
+from diffdac.comm import learner_block
+from diffdac.diffusion import Combiner
+from diffdac.distributed import plan_exchange
+from diffdac.train import train
+
+# 5 learners: P = 2 gives blocks of 3 and 2, P = 4 blocks of 2, 1, 1, 1. obs normalisation makes
+# the float64 statistics travel too.
+OPTIONS = [
+    "--num-learners", "5", "--envs-per-learner", "2", "--total-steps", "5000", "--hidden", "16",
+    "--log-interval", "1000", "--lr", "0.01", "--normalize", "obs", "--no-progress",
+]
+LOST = re.compile(r"^diffdac: training stopped: rank \d lost peer rank \d at update \d+: \S.*$")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """The test's environment without any torchrun variables of an outer launcher."""
+    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    return {**env, "OMP_NUM_THREADS": "1", **extra}
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", *args, "-m", "diffdac"]
+
+
+def _train_args(run_dir: Path, topology: str, *more: str) -> list[str]:
+    return ["train", *OPTIONS, "--topology", topology, "--log-dir", str(run_dir), *more]
+
+
+def _learners(run_dir: Path) -> dict[int, torch.Tensor]:
+    """Final parameters of every learner, whichever rank's checkpoint holds it."""
+    rows = {}
+    for path in sorted((run_dir / "checkpoints").glob("final.rank*.pt")):
+        state = torch.load(path, weights_only=False)
+        rows.update({int(i): row for i, row in zip(state["learner_ids"], state["params"])})
+    return rows
+
+
+def _episodes(run_dir: Path) -> dict[str, pd.DataFrame]:
+    return {p.name: pd.read_csv(p, skiprows=1)[["r", "l"]] for p in sorted((run_dir / "monitor").glob("*.monitor.csv"))}
+
+
+def _assert_same_run(expected: Path, actual: Path) -> None:
+    a, b = _learners(expected), _learners(actual)
+    assert sorted(a) == sorted(b) == list(range(5))
+    for learner in a:
+        assert torch.equal(a[learner], b[learner]), f"learner {learner} parameters differ"
+    episodes, other = _episodes(expected), _episodes(actual)
+    assert episodes.keys() == other.keys() and sum(map(len, episodes.values())) > 0
+    for name in episodes:
+        pd.testing.assert_frame_equal(episodes[name], other[name], check_exact=True)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> dict[str, Path]:
+    """The one-process runs every multi-process run must reproduce."""
+    root = tmp_path_factory.mktemp("single")
+    return {t: train(config_from_args(build_parser().parse_args(_train_args(root / t, t)))) for t in ("ring", "full")}
+
+
+# ---------------------------------------------------------------- the exchange plan, no processes
+
+
+def test_a_rank_sends_only_to_ranks_hosting_neighbours():
+    plan = plan_exchange(nx.cycle_graph(40).edges(), 40, 4, rank=1)  # rank 1 hosts 10..19
+    assert plan.peers == [0, 2]
+    assert {p: ids.tolist() for p, ids in plan.sends.items()} == {0: [0], 2: [9]}  # rows of learners 10 and 19
+    assert {p: ids.tolist() for p, ids in plan.recvs.items()} == {0: [9], 2: [20]}
+
+
+def test_traffic_grows_with_neighbours_not_with_the_network():
+    for n in (40, 4000):
+        plans = [plan_exchange(nx.cycle_graph(n).edges(), n, 4, r) for r in range(4)]
+        assert [sum(map(len, p.sends.values())) for p in plans] == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 7])
+def test_plans_agree_between_ranks_and_yield_the_combiners_buffer(world_size):
+    graph = topologies.resolve_graph("erdos-renyi", None, 11, 0.3, 4)
+    src, dst, weight = topologies.combination_weights(graph, "metropolis")
+    plans = [plan_exchange(graph.edges(), 11, world_size, r) for r in range(world_size)]
+    for a in plans:
+        for b in a.peers:
+            assert np.array_equal(a.local_ids[a.sends[b]], plans[b].recvs[a.rank])
+        combiner = Combiner(src, dst, weight, learner_block(a.rank, world_size, 11))
+        assert np.array_equal(a.available_ids, combiner.buffer_ids)
+
+
+# ---------------------------------------------------------------- torchrun on loopback, bit for bit
+
+
+@pytest.mark.parametrize("topology,processes", [("ring", 2), ("ring", 4), ("full", 2)])
+def test_processes_reproduce_the_one_process_run(single, tmp_path, topology, processes):
+    run_dir = tmp_path / "run"
+    command = _torchrun("--nproc-per-node", str(processes), "--master-addr", "127.0.0.1", "--master-port", str(_free_port()))
+    done = subprocess.run([*command, *_train_args(run_dir, topology)], env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    _assert_same_run(single[topology], run_dir)
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("final.rank*.pt")) == [f"final.rank{r:03d}.pt" for r in range(processes)]
+    assert '"world_size": ' + str(processes) in (run_dir / "config.json").read_text()
+
+
+def test_two_nodes_of_two_processes_reproduce_the_one_process_run(single, tmp_path):
+    """Also the full graph at world size 4: every rank talks to every other."""
+    run_dir, endpoint = tmp_path / "run", f"127.0.0.1:{_free_port()}"
+    nodes = [
+        subprocess.Popen(
+            [*_torchrun("--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "2", "--rdzv-backend", "c10d",
+                        "--rdzv-endpoint", endpoint, "--rdzv-id", "test"), *_train_args(run_dir, "full")],
+            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for node in (0, 1)
+    ]
+    try:
+        outputs = [node.communicate(timeout=120)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    _assert_same_run(single["full"], run_dir)
+
+
+# ---------------------------------------------------------------- faults and bad input
+
+
+def _launch(run_dir: Path, world_size: int, *more: str) -> list[subprocess.Popen]:
+    """One process per rank with the variables torchrun would set, so the test owns every process."""
+    port = str(_free_port())
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "diffdac", *_train_args(run_dir, "ring", *more)],
+            env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for r in range(world_size)
+    ]
+
+
+@pytest.fixture
+def launched():
+    """Processes a test starts; whatever is still alive at the end is killed."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def _wait_for_progress_rows(run_dir: Path, rows: int, deadline: float = 60) -> None:
+    progress, end = run_dir / "progress.csv", time.monotonic() + deadline
+    while not (progress.exists() and len(progress.read_text().splitlines()) > rows):
+        assert time.monotonic() < end, "the run never got going"
+        time.sleep(0.05)
+
+
+def _outcomes(procs: list[subprocess.Popen], skip: int, timeout: float) -> tuple[list[int], list[str], float]:
+    """Exit codes and outputs of every process but `skip`, and how long the slowest took."""
+    start = time.monotonic()
+    codes, outputs = [], []
+    for r, proc in enumerate(procs):
+        if r != skip:
+            outputs.append(proc.communicate(timeout=timeout)[0])
+            codes.append(proc.returncode)
+    return codes, outputs, time.monotonic() - start
+
+
+def test_a_killed_rank_stops_the_others_at_once_with_one_line(tmp_path, launched):
+    run_dir = tmp_path / "run"
+    launched += _launch(run_dir, 3, "--total-steps", "100000000", "--dist-timeout", "5")
+    _wait_for_progress_rows(run_dir, 2)
+    launched[0].send_signal(signal.SIGKILL)
+    codes, outputs, elapsed = _outcomes(launched, skip=0, timeout=30)
+    assert codes == [1, 1] and elapsed < 5, (elapsed, outputs)
+    for out in outputs:
+        assert LOST.match(out.strip()) and len(out.strip().splitlines()) == 1, out
+
+
+def test_a_hung_rank_stops_the_others_after_the_timeout(tmp_path, launched):
+    run_dir = tmp_path / "run"
+    launched += _launch(run_dir, 2, "--total-steps", "100000000", "--dist-timeout", "2")
+    _wait_for_progress_rows(run_dir, 2)
+    launched[1].send_signal(signal.SIGSTOP)
+    codes, outputs, elapsed = _outcomes(launched, skip=1, timeout=30)
+    assert codes == [1] and 1.5 < elapsed < 10, (elapsed, outputs)
+    assert LOST.match(outputs[0].strip()) and "rank 0 lost peer rank 1" in outputs[0], outputs
+
+
+@pytest.mark.parametrize("bad", [["--lr", "-1"], ["--num-learners", "1"]])
+def test_bad_input_is_reported_once_by_rank_0_and_every_rank_exits_2(tmp_path, launched, bad):
+    launched += _launch(tmp_path / "run", 2, *bad)
+    outputs = [proc.communicate(timeout=60)[0] for proc in launched]
+    assert [proc.returncode for proc in launched] == [2, 2]
+    assert outputs[0].startswith("diffdac: error: ") and len(outputs[0].splitlines()) == 1, outputs
+    assert outputs[1] == ""
+
+
+def test_torchrun_shows_the_error_once_and_no_traceback_of_ours(tmp_path):
+    command = _torchrun("--nproc-per-node", "2", "--master-port", str(_free_port()))
+    done = subprocess.run([*command, *_train_args(tmp_path / "run", "ring", "--no-such-option")], env=_env(), capture_output=True, text=True, timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and output.count("diffdac: error: unrecognized arguments: --no-such-option") == 1
+    assert "exitcode  : 2" in output and f'File "{Path(diffdac.__file__).parent}' not in output
