@@ -30,11 +30,11 @@ from diffdac.diffusion import Combiner
 from diffdac.distributed import plan_exchange
 from diffdac.train import train
 
-# 5 learners: P = 2 gives blocks of 3 and 2, P = 4 blocks of 2, 1, 1, 1. obs normalisation makes
+# 5 learners: P = 2 gives blocks of 3 and 2, P = 4 blocks of 2, 1, 1, 1. Normalisers make
 # the float64 statistics travel too.
 OPTIONS = [
     "--num-learners", "5", "--envs-per-learner", "2", "--total-steps", "5000", "--hidden", "16",
-    "--log-interval", "1000", "--lr", "0.01", "--normalize", "obs", "--no-progress",
+    "--log-interval", "1000", "--lr", "0.01", "--normalize", "obs,reward", "--no-progress",
 ]
 LOST = re.compile(r"^diffdac: training stopped: rank \d lost peer rank \d at update \d+: \S.*$")
 
