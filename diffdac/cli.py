@@ -7,7 +7,7 @@ import dataclasses
 import sys
 import types
 import typing
-from typing import Any, Sequence
+from typing import Sequence
 
 from diffdac import bench
 from diffdac.config import TrainConfig

@@ -13,7 +13,7 @@ _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 # Streams: one per kind of draw, so adding a draw never shifts another.
 ACTION = 1
-DROP = 2
+INIT = 0x1A17
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -31,6 +31,11 @@ def _key(*parts: np.ndarray | int) -> np.ndarray:
         for part in parts:
             key = _splitmix64(key ^ np.asarray(part, dtype=np.uint64))
         return key
+
+
+def derive(*parts: int) -> int:
+    """A 63-bit seed for a torch.Generator, keyed like every other draw."""
+    return int(_key(*parts)) & 0x7FFFFFFFFFFFFFFF
 
 
 def uniform(seed: int, stream: int, learners: np.ndarray, num_sims: int, step: int, draws: int = 1) -> np.ndarray:

@@ -88,7 +88,7 @@ class Population:
 
     def _initial_row(self, seed: int, learner: int) -> torch.Tensor:
         """One learner's initial parameters, drawn from (seed, learner) alone: layout-independent."""
-        gen = torch.Generator().manual_seed(int(noise._key(seed, 0x1A17, learner + 1)) & 0x7FFFFFFFFFFFFFFF)
+        gen = torch.Generator().manual_seed(noise.derive(seed, noise.INIT, learner + 1))
         row = torch.zeros(self.num_params)
         for spec in self.specs:
             if spec.gain is not None:

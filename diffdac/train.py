@@ -235,6 +235,7 @@ def train(config: TrainConfig, comm: Communicator | None = None) -> Path:
     graph, run_dir = prepare(config)
     if comm.world_size > config.num_learners:
         raise ConfigError(f"{comm.world_size} processes for {config.num_learners} learners: use at most --nproc-per-node {config.num_learners}")
+    run_dir = Path(comm.gather_objects(str(run_dir))[0])  # rank 0's name: default names carry a time stamp
     learner_ids = learner_block(comm.rank, comm.world_size, config.num_learners)
     tasks = make_tasks(config, learner_ids)
     warning = topologies.disconnection_warning(graph)
@@ -284,7 +285,7 @@ def run_loop(learners: Learners, run_dir: Path) -> None:
         if progress is not None:
             progress.close()
     if lead:
-        print(f"diffdac: {row['steps']} env steps in {row['time']:.0f}s; mean return of the last {RECENT_EPISODES} episodes per process {row['mean_return']:.1f}; logs in {run_dir}")
+        print(f"diffdac: {row['steps']} env steps in {row['time']:.0f}s; mean return of the last {RECENT_EPISODES} episodes (of each process) {row['mean_return']:.1f}; logs in {run_dir}")
 
 
 class EpisodeStats:
