@@ -11,7 +11,7 @@ from typing import Sequence
 
 from diffdac import bench
 from diffdac.config import TrainConfig
-from diffdac.errors import ConfigError, TrainingError
+from diffdac.errors import TrainingError
 
 EXIT_USAGE = 2
 
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, ValueError) as err:
+    except ValueError as err:  # ConfigError, TopologyError: bad input, found before training
         if _is_lead():
             print(f"diffdac: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,12 +7,20 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from diffdac.errors import ConfigError
+
 
 def learner_block(rank: int, world_size: int, num_learners: int) -> np.ndarray:
     """Global ids of the contiguous block of learners a rank hosts; block sizes differ by at most one."""
     base, extra = divmod(num_learners, world_size)
     start = rank * base + min(rank, extra)
     return np.arange(start, start + base + (rank < extra), dtype=np.int64)
+
+
+def check_world_size(world_size: int, num_learners: int) -> None:
+    """Every process hosts at least one learner: refuse more processes than learners."""
+    if world_size > num_learners:
+        raise ConfigError(f"{world_size} processes for {num_learners} learners: use at most {num_learners} processes in all")
 
 
 class Communicator(Protocol):

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from diffdac.comm import Communicator, LocalCommunicator, learner_block
+from diffdac.comm import Communicator, LocalCommunicator, check_world_size, learner_block
 from diffdac.config import TrainConfig
-from diffdac.errors import ConfigError, TrainingError
+from diffdac.errors import TrainingError
 
 T = TypeVar("T")
 
@@ -182,8 +182,7 @@ def env_rank() -> int:
 def _world_from_env(num_learners: int) -> tuple[int, int, int]:
     """(rank, world size, local rank); refuses more processes than learners before anyone waits on a rendezvous."""
     world_size = int(os.environ["WORLD_SIZE"])
-    if world_size > num_learners:
-        raise ConfigError(f"{world_size} processes for {num_learners} learners: use at most {num_learners} processes in all")
+    check_world_size(world_size, num_learners)
     return env_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0"))
 
 

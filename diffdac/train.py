@@ -17,7 +17,7 @@ import envs
 import topologies
 from diffdac import __version__
 from diffdac.a2c import A2CLoss, a2c_loss, bootstrap_truncations, compute_returns
-from diffdac.comm import Communicator, LocalCommunicator, learner_block
+from diffdac.comm import Communicator, LocalCommunicator, check_world_size, learner_block
 from diffdac.config import TrainConfig
 from diffdac.diffusion import Combiner, disagreement
 from diffdac.distributed import PeerLost
@@ -233,8 +233,7 @@ def train(config: TrainConfig, comm: Communicator | None = None) -> Path:
     """
     comm = comm or LocalCommunicator()
     graph, run_dir = prepare(config)
-    if comm.world_size > config.num_learners:
-        raise ConfigError(f"{comm.world_size} processes for {config.num_learners} learners: use at most --nproc-per-node {config.num_learners}")
+    check_world_size(comm.world_size, config.num_learners)
     run_dir = Path(comm.gather_objects(str(run_dir))[0])  # rank 0's name: default names carry a time stamp
     learner_ids = learner_block(comm.rank, comm.world_size, config.num_learners)
     tasks = make_tasks(config, learner_ids)
