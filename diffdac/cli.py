@@ -1,4 +1,4 @@
-"""`diffdac train | topology | bench`: a thin layer over TrainConfig and the topologies package."""
+"""`diffdac train | topology | bench | plot`: a thin layer over TrainConfig and the topologies package."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import types
 import typing
 from typing import Sequence
 
-from diffdac import bench
+from diffdac import bench, plot
 from diffdac.config import TrainConfig
 from diffdac.errors import TrainingError
 
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a network of learners", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_config_options(train)
     bench.add_arguments(sub.add_parser("bench", help="env steps/s of the same run in different set-ups (e.g. 1, 2, N processes)"))
+    plot.add_arguments(sub.add_parser("plot", help="learning curves and a results table of run directories, seeds grouped"))
     topo = sub.add_parser("topology", help="print a graph's adjacency, combination weights and spectral gap")
     topo.add_argument("--topology", default="ring", help="named graph (ring, full, star, line, grid, none, erdos-renyi)")
     topo.add_argument("--adjacency", default=None, help="adjacency literal or .npy/.csv/.txt file; replaces --topology")
@@ -92,7 +93,7 @@ def run_topology(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": run_train, "topology": run_topology, "bench": bench.run}
+COMMANDS = {"train": run_train, "topology": run_topology, "bench": bench.run, "plot": plot.main}
 
 
 def _is_lead() -> bool:
