@@ -6,6 +6,8 @@ from envs.acrobot import DEFAULT_MAX_EPISODE_STEPS, BatchedAcrobot, sample_acrob
 from envs.batch import StepResult, TaskBatch, task_seed_for
 from envs.factory import ACROBOT_FAMILIES, is_batched_acrobot, make_task_batch
 from envs.gym_batch import GymTaskBatch
+from envs.mujoco_tasks import FAMILIES as MUJOCO_FAMILIES
+from envs.mujoco_tasks import ROBOT_NAMES, sample_mujoco_task, variant_id
 
 ACROBOT_REWARD_THRESHOLD = -100.0  # gymnasium Acrobot-v1
 
@@ -24,7 +26,28 @@ def _register_acrobots() -> None:
         )
 
 
+def _register_mujoco_variants() -> None:
+    """Register every MuJoCo family x robot with the stock v5 env's episode limit and threshold.
+
+    The entry point is a string, so mujoco itself is imported only when a variant is made.
+    """
+    for robot in ROBOT_NAMES:
+        stock = gymnasium.spec(f"{robot}-v5")
+        for family in MUJOCO_FAMILIES:
+            env_id = variant_id(family, robot)
+            if env_id in gymnasium.registry:
+                continue
+            gymnasium.register(
+                id=env_id,
+                entry_point=f"envs.mujoco:{robot}VariantEnv",
+                kwargs={"family": family},
+                max_episode_steps=stock.max_episode_steps,
+                reward_threshold=stock.reward_threshold,
+            )
+
+
 _register_acrobots()
+_register_mujoco_variants()
 
 __all__ = [
     "BatchedAcrobot",
@@ -34,5 +57,6 @@ __all__ = [
     "is_batched_acrobot",
     "make_task_batch",
     "sample_acrobot_task",
+    "sample_mujoco_task",
     "task_seed_for",
 ]
