@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import gymnasium
 import numpy as np
 
-from envs.batch import GYM_RESET_STREAM, EpisodeTracker, StepResult, simulator_seed_sequence, task_seed_for
+from envs.batch import (
+    GYM_RESET_STREAM,
+    EpisodeTracker,
+    StepResult,
+    simulator_seed_sequence,
+    task_seed_for,
+)
 
 DIFFDAC_NAMESPACE = "diffdac/"
 
@@ -59,8 +65,14 @@ class GymTaskBatch:
         return self._unflatten(np.asarray(obs, dtype=np.float32))
 
     def step(self, actions: np.ndarray) -> StepResult:
-        """actions: [K, E] for Discrete spaces, [K, E, act_dim] for Box."""
+        """actions: [K, E] for Discrete spaces, [K, E, act_dim] for Box.
+
+        Box actions are clipped to the action space here, for the simulator only: the caller keeps
+        the unclipped Gaussian samples, whose log-probabilities the policy gradient needs.
+        """
         flat = np.asarray(actions).reshape((-1,) + self.action_space.shape)
+        if isinstance(self.action_space, gymnasium.spaces.Box):
+            flat = np.clip(flat, self.action_space.low, self.action_space.high)
         obs, reward, terminated, truncated, infos = self._vec.step(flat)
         obs = np.asarray(obs, dtype=np.float32)
         final_obs = obs.copy()

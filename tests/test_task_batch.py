@@ -1,4 +1,4 @@
-"""GymTaskBatch on CartPole, and make_task_batch's choice of implementation and errors."""
+"""GymTaskBatch on CartPole and MuJoCo variants (action clipping), and make_task_batch's choice of implementation and errors."""
 
 import numpy as np
 import pytest
@@ -80,3 +80,32 @@ def test_unknown_id_is_a_one_line_value_error(env_id):
         make_task_batch(env_id, seed=0, learner_ids=[0], envs_per_learner=1)
     message = str(info.value)
     assert "\n" not in message and message.startswith(f"unknown environment id {env_id!r}")
+
+
+def test_box_actions_are_clipped_for_the_simulator_only():
+    wild, tame = (GymTaskBatch("diffdac/RandomMassHopper-v5", seed=0, learner_ids=[0, 1], envs_per_learner=E) for _ in range(2))
+    assert np.array_equal(wild.reset(), tame.reset())
+    rng = np.random.default_rng(2)
+    for _ in range(30):
+        actions = rng.normal(0.0, 5.0, size=(K, E, 3)).astype(np.float32)  # mostly outside [-1, 1]
+        given = actions.copy()
+        a = wild.step(actions)
+        b = tame.step(np.clip(actions, -1.0, 1.0))
+        assert np.array_equal(actions, given)  # the caller's actions (for the log-probability) are untouched
+        assert np.array_equal(a.obs, b.obs) and np.array_equal(a.reward, b.reward)
+
+
+def test_mujoco_batch_gives_each_learner_its_task_and_is_layout_independent():
+    env_id = "diffdac/RandomMassHopper-v5"
+    whole = make_task_batch(env_id, seed=3, learner_ids=[0, 1], envs_per_learner=E)
+    parts = [make_task_batch(env_id, seed=3, learner_ids=[k], envs_per_learner=E) for k in (0, 1)]
+    assert isinstance(whole, GymTaskBatch) and whole.tasks[0]["mass"] != whole.tasks[1]["mass"]
+    assert whole.tasks == [p.tasks[0] for p in parts]
+    assert np.array_equal(whole.reset(), np.concatenate([p.reset() for p in parts]))
+    rng = np.random.default_rng(4)
+    for _ in range(60):
+        actions = rng.uniform(-1, 1, size=(K, E, 3)).astype(np.float32)
+        a = whole.step(actions)
+        b = [p.step(actions[k: k + 1]) for k, p in enumerate(parts)]
+        assert np.array_equal(a.obs, np.concatenate([r.obs for r in b]))
+        assert np.array_equal(a.episode_return, np.concatenate([r.episode_return for r in b]))
