@@ -1,0 +1,329 @@
+"""Run directories as pandas tables: episodes on one time line, bins, seed groups, a summary.
+
+`diffdac plot` draws what this module computes; notebooks can use it directly:
+
+    runs = load_runs([Path("runs/ring-s0"), Path("runs/ring-s1"), Path("runs/full-s0")])
+    curves(runs, bin_steps=20_000)           # one row per (curve, bin): mean return and s.e. over seeds
+    summary(runs, 20_000, threshold=-100)    # one row per curve: final return, return at S, steps to -100
+
+**The time line.** A Monitor row is one finished episode of one simulator; its `l` is the
+episode's length in that simulator's steps. All simulators of a run step in lock-step (every
+update, each of the N x E simulators makes `steps_per_update` steps), so when a simulator has
+made L steps in all, the whole run has made exactly L * N * E env steps. An episode is therefore
+placed at `steps = cumsum(l) * num_learners * envs_per_learner`: the run's total env steps when
+it ended, the same axis as `--total-steps` and progress.csv, whatever the number of simulators.
+
+**Bins.** Bin b holds the episodes that ended in (b - w, b] (w = bin_steps); its return is the
+mean over those episodes, of all learners and simulators. A bin is kept only once the run has
+passed its end (the run's extent: the last progress.csv row, or its last episode if further), so
+the last, still filling bin of a run in progress never biases the curve towards short episodes.
+
+**Seeds.** Runs whose config.json agree on everything but the seed (and bookkeeping such as
+log_dir) form one curve: the mean over seeds of the per-run bin returns and its standard error
+(ddof 1, none for one seed). A curve stops at the last bin every one of its seeds has reached.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from diffdac.errors import ConfigError
+
+# Options that say where or how a run was logged, not what was learned: never split a curve.
+BOOKKEEPING_KEYS = frozenset({"seed", "log_dir", "overwrite", "progress", "log_interval", "dist_timeout", "backend", "version"})
+# Keys whose value alone names a curve ("ring" rather than "topology=ring").
+BARE_KEYS = ("topology", "method")
+MONITOR_NAME = re.compile(r"learner(\d+)\.sim(\d+)\.monitor\.csv$")
+
+COLUMNS_DOC = (
+    "`final` is the mean over seeds (± standard error) of each run's mean return over the episodes that ended in its "
+    "last bin; `return@S` the same for the bin that contains step S; `steps to T` the mean over seeds of the first "
+    "bin end at which a run's binned return reached the threshold T (`reached`: how many seeds did)."
+)
+
+
+class RunError(ConfigError):
+    """A run directory that cannot be read or has nothing to show yet: bad input, exit status 2."""
+
+
+@dataclass
+class Run:
+    """One run directory as tables."""
+
+    path: Path
+    config: dict[str, Any]
+    episodes: pd.DataFrame  # learner, sim, r, l, t, steps: one row per finished episode
+    progress: pd.DataFrame  # progress.csv as written so far (may be empty)
+    extent: int  # env steps the run is known to have made
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed")
+
+
+def read_monitor(path: Path) -> pd.DataFrame:
+    """The finished episodes of one Monitor file (columns r, l, t).
+
+    A file being written may end in half a row; only newline-terminated rows count, so an
+    episode is never read with a cut-off length.
+    """
+    text = path.read_text()
+    if text and not text.startswith("#"):
+        raise RunError(f"{path} is not a Monitor file: its first line must be '#' + JSON")
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    if len(lines) < 2:  # no header yet
+        return pd.DataFrame({"r": pd.Series(dtype=float), "l": pd.Series(dtype="int64"), "t": pd.Series(dtype=float)})
+    frame = pd.read_csv(io.StringIO("".join(lines[1:])))
+    missing = {"r", "l", "t"} - set(frame.columns)
+    if missing:
+        raise RunError(f"{path} has no column {', '.join(sorted(missing))}: a Monitor file's header is r,l,t")
+    return frame[["r", "l", "t"]].dropna().astype({"l": "int64"})
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """config.json of a run, with the two counts the time line needs."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a run directory of diffdac train: it has no config.json")
+    config = json.loads(path.read_text())
+    for key in ("num_learners", "envs_per_learner"):
+        if not isinstance(config.get(key), int):
+            raise RunError(f"{path} has no integer {key!r}: was it written by diffdac train?")
+    return config
+
+
+def load_episodes(run_dir: Path, config: dict[str, Any]) -> pd.DataFrame:
+    """Every finished episode of a run, placed at the run's total env steps when it ended."""
+    files = sorted(p for p in (run_dir / "monitor").glob("*.monitor.csv") if MONITOR_NAME.search(p.name))
+    if not files:
+        raise RunError(f"{run_dir} has no Monitor files (monitor/learnerKKK.simEE.monitor.csv): has the run started?")
+    frames = []
+    for path in files:
+        learner, sim = map(int, MONITOR_NAME.search(path.name).groups())
+        frame = read_monitor(path)
+        frames.append(frame.assign(learner=learner, sim=sim, sim_steps=frame["l"].cumsum()))
+    episodes = pd.concat(frames, ignore_index=True)
+    if episodes.empty:
+        raise RunError(f"{run_dir} has no finished episode yet ({len(files)} Monitor files, all empty): wait for its first episodes or leave it out")
+    simulators = config["num_learners"] * config["envs_per_learner"]
+    episodes["steps"] = episodes["sim_steps"] * simulators
+    return episodes[["learner", "sim", "r", "l", "t", "steps"]].sort_values("steps", kind="stable", ignore_index=True)
+
+
+def read_progress(run_dir: Path) -> pd.DataFrame:
+    """progress.csv so far; empty when the run has not logged yet. A half-written last row is dropped."""
+    path = run_dir / "progress.csv"
+    text = path.read_text() if path.is_file() else ""
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    if len(lines) < 2:
+        return pd.DataFrame({"steps": pd.Series(dtype="int64"), "time": pd.Series(dtype=float), "disagreement": pd.Series(dtype=float)})
+    return pd.read_csv(io.StringIO("".join(lines))).dropna(subset=["steps"])
+
+
+def load_run(run_dir: Path) -> Run:
+    """A run directory, finished or still running, as tables."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir} is not a directory: give run directories of diffdac train")
+    config = read_config(run_dir)
+    episodes = load_episodes(run_dir, config)
+    progress = read_progress(run_dir)
+    extent = int(max(episodes["steps"].max(), progress["steps"].max() if len(progress) else 0))
+    return Run(run_dir, config, episodes, progress, extent)
+
+
+def load_runs(run_dirs: Sequence[Path]) -> list[Run]:
+    """Every run directory given; the first bad one ends it with a RunError."""
+    return [load_run(Path(d)) for d in run_dirs]
+
+
+# --- seed groups and labels ---------------------------------------------------------------------
+
+
+def group_key(config: dict[str, Any]) -> str:
+    """What a run is, apart from its seed: the config without bookkeeping keys, as canonical JSON."""
+    return json.dumps({k: v for k, v in config.items() if k not in BOOKKEEPING_KEYS}, sort_keys=True, default=str)
+
+
+def curve_labels(runs: Sequence[Run], labels: Sequence[str] | None = None) -> list[str]:
+    """The curve each run belongs to, labelled by the config keys that differ between curves.
+
+    Curves keep the order of their first run. `labels`, one per curve in that order, replace the
+    automatic names.
+    """
+    keys = list(dict.fromkeys(group_key(r.config) for r in runs))
+    firsts = [next(r.config for r in runs if group_key(r.config) == key) for key in keys]
+    if labels is not None:
+        if len(labels) != len(keys):
+            raise RunError(f"--label was given {len(labels)} times but the runs form {len(keys)} curves (runs that differ only in seed share a curve)")
+        names = list(labels)
+    else:
+        names = _describe(firsts)
+    by_key = dict(zip(keys, names))
+    return [by_key[group_key(r.config)] for r in runs]
+
+
+def _describe(configs: list[dict[str, Any]]) -> list[str]:
+    """Short names from the keys whose values differ between curves (topology first, then method)."""
+    keys = sorted({k for c in configs for k in c} - BOOKKEEPING_KEYS, key=lambda k: (k not in BARE_KEYS, BARE_KEYS.index(k) if k in BARE_KEYS else 0, k))
+    differing = [k for k in keys if len({json.dumps(c.get(k), default=str) for c in configs}) > 1]
+    if not differing:  # one curve: say what it is
+        c = configs[0]
+        return [f"{_graph(c)}, {c['num_learners']} learners x {c['envs_per_learner']} sims"]
+    return [", ".join(_show(k, c.get(k), c) for k in differing) for c in configs]
+
+
+def _graph(config: dict[str, Any]) -> str:
+    return str(config.get("topology") or "adjacency")
+
+
+def _show(key: str, value: Any, config: dict[str, Any]) -> str:
+    if key == "topology":
+        return _graph(config)
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    text = text if len(text) <= 24 else text[:21] + "..."
+    return text if key in BARE_KEYS else f"{key}={text}"
+
+
+# --- bins and curves -----------------------------------------------------------------------------
+
+
+def bin_end(steps: pd.Series | int, bin_steps: int) -> pd.Series | int:
+    """The end of the bin (b - w, b] that holds each step count."""
+    return -(-steps // bin_steps) * bin_steps
+
+
+def run_bins(run: Run, bin_steps: int, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Mean return, mean wall time and episode count per bin (and per `by`, e.g. learner) of one run."""
+    episodes = run.episodes.assign(bin=bin_end(run.episodes["steps"], bin_steps))
+    episodes = episodes[episodes["bin"] <= run.extent]
+    table = episodes.groupby([*by, "bin"]).agg(r=("r", "mean"), t=("t", "mean"), episodes=("r", "size"))
+    return table.reset_index()
+
+
+def seed_table(runs: Sequence[Run], bin_steps: int, labels: Sequence[str] | None = None, by: Sequence[str] = ()) -> pd.DataFrame:
+    """Every run's bins stacked, with its curve label and seed: the long table everything else groups."""
+    names = curve_labels(runs, labels)
+    frames = [run_bins(run, bin_steps, by).assign(curve=name, seed=run.seed, run=str(run.path)) for run, name in zip(runs, names)]
+    table = pd.concat(frames, ignore_index=True)
+    table["curve"] = pd.Categorical(table["curve"], categories=list(dict.fromkeys(names)), ordered=True)
+    return table
+
+
+def across_seeds(table: pd.DataFrame, keys: Sequence[str], value: str = "r") -> pd.DataFrame:
+    """Mean, standard error and count over runs of `value` per `keys`, kept where every run of the curve has a value."""
+    runs_per_curve = table.groupby("curve", observed=True)["run"].nunique().rename("runs")
+    stats = table.groupby(list(keys), observed=True).agg(mean=(value, "mean"), se=(value, "sem"), n=(value, "size"), t=("t", "mean")).reset_index()
+    stats = stats.join(runs_per_curve, on="curve")
+    return stats[stats["n"] == stats["runs"]].drop(columns="runs").reset_index(drop=True)
+
+
+def curves(runs: Sequence[Run], bin_steps: int, labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (curve, bin): mean return over seeds, its standard error, seeds, mean wall time."""
+    return across_seeds(seed_table(runs, bin_steps, labels), ["curve", "bin"])
+
+
+def learner_curves(runs: Sequence[Run], bin_steps: int, labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (curve, learner, bin): each learner's return, averaged over seeds."""
+    return across_seeds(seed_table(runs, bin_steps, labels, by=["learner"]), ["curve", "learner", "bin"])
+
+
+def disagreement(runs: Sequence[Run], labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (curve, progress.csv step): mean disagreement over seeds and its standard error."""
+    names = curve_labels(runs, labels)
+    frames = [r.progress[["steps", "time", "disagreement"]].assign(curve=n, run=str(r.path)).rename(columns={"time": "t"}) for r, n in zip(runs, names)]
+    table = pd.concat(frames, ignore_index=True).dropna(subset=["disagreement"])
+    table["curve"] = pd.Categorical(table["curve"], categories=list(dict.fromkeys(names)), ordered=True)
+    return across_seeds(table, ["curve", "steps"], value="disagreement")
+
+
+# --- the summary table ---------------------------------------------------------------------------
+
+
+def steps_to_threshold(bins: pd.DataFrame, threshold: float) -> pd.Series:
+    """Per run, the first bin end whose mean return reaches `threshold` (NaN if none does)."""
+    reached = bins[bins["r"] >= threshold]
+    first = reached.groupby("run")["bin"].min()
+    return first.reindex(bins["run"].unique())
+
+
+def default_checkpoints(last_bins: pd.Series, bin_steps: int) -> list[int]:
+    """A quarter, half and three quarters of the shortest curve, on bin ends."""
+    shortest = int(last_bins.min())
+    points = {int(bin_end(shortest * q // 4, bin_steps)) for q in (1, 2, 3)}
+    return sorted(p for p in points if 0 < p < shortest)
+
+
+def summary(runs: Sequence[Run], bin_steps: int, threshold: float = -100.0, at: Sequence[int] | None = None,
+            labels: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per curve: seeds, steps covered, final return, return at `at` steps, steps to `threshold`.
+
+    Every figure is a mean over the curve's seeds with its standard error (`*_se`).
+    """
+    bins = seed_table(runs, bin_steps, labels)
+    stats = across_seeds(bins, ["curve", "bin"])
+    last = stats.groupby("curve", observed=True)["bin"].max()
+    at = sorted(set(at)) if at is not None else default_checkpoints(last, bin_steps)
+    rows = stats.groupby("curve", observed=True).agg(seeds=("n", "max"), steps=("bin", "max"))
+    final = stats.loc[stats.groupby("curve", observed=True)["bin"].idxmax()].set_index("curve")
+    rows["final"], rows["final_se"] = final["mean"], final["se"]
+    for point in at:
+        here = stats[stats["bin"] == bin_end(point, bin_steps)].set_index("curve")
+        rows[f"return@{human_steps(point)}"], rows[f"return@{human_steps(point)}_se"] = here["mean"], here["se"]
+    first = steps_to_threshold(bins, threshold).rename("first").to_frame().join(bins.groupby("run")["curve"].first())
+    reach = first.groupby("curve", observed=True)["first"].agg(["mean", "sem", "count", "size"])
+    name = f"steps_to_{threshold:g}"
+    complete = reach["count"] == reach["size"]
+    rows[name] = reach["mean"].where(complete)
+    rows[f"{name}_se"] = reach["sem"].where(complete)
+    rows["reached"] = reach["count"].astype(str) + "/" + reach["size"].astype(str)
+    return rows.reset_index()
+
+
+def human_steps(steps: float) -> str:
+    """2000000 -> 2M, 500000 -> 500k."""
+    if steps >= 1e6:
+        return f"{steps / 1e6:g}M"
+    return f"{steps / 1e3:g}k" if steps >= 1e3 else f"{steps:g}"
+
+
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """The summary with `mean ± se` strings, for people."""
+    out = pd.DataFrame({"curve": table["curve"].astype(str), "seeds": table["seeds"], "steps": table["steps"].map(human_steps)})
+    for column in [c for c in table.columns if c == "final" or c.startswith(("return@", "steps_to_"))]:
+        if column.endswith("_se"):
+            continue
+        is_steps = column.startswith("steps_to_")
+        header = f"steps to {column.removeprefix('steps_to_')}" if is_steps else column
+        out[header] = [_pm(m, s, is_steps) for m, s in zip(table[column], table[f"{column}_se"])]
+        if is_steps:
+            out["reached"] = table["reached"]
+    return out
+
+
+def _pm(mean: float, se: float, steps: bool) -> str:
+    if pd.isna(mean):
+        return "-"
+    show = human_steps if steps else (lambda v: f"{v:.1f}")
+    return show(mean) if pd.isna(se) or math.isinf(se) else f"{show(mean)} ± {show(se)}"
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The summary as a Markdown table."""
+    text = readable(table).astype(str)
+    lines = ["| " + " | ".join(text.columns) + " |", "|" + "---|" * len(text.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in text.itertuples(index=False)]
+    return "\n".join(lines)
