@@ -1,15 +1,178 @@
-"""`diffdac plot`: learning curves and a results table of one or many run directories."""
+"""`diffdac plot`: learning curves and a results table of one or many run directories.
+
+    diffdac plot runs/ring-s0 runs/ring-s1 runs/full-s0 runs/full-s1 --out curves.png --table
+
+diffdac.results does the table work (episodes on one time line of total env steps, bins, seed
+groups, the summary); this module draws it with matplotlib (Agg: no display needed) and wires
+the command line. Panels: returns; with --disagreement, progress.csv's disagreement; with
+--per-learner, one panel per curve with every learner's own return.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from diffdac import results
+from diffdac.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+FORMATS = (".png", ".pdf", ".svg")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `diffdac plot`."""
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories of `diffdac train`")
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories of diffdac train, finished or still running")
+    parser.add_argument("--out", type=Path, default=None, help="figure to write: .png, .pdf or .svg")
+    parser.add_argument("--bin-steps", type=int, default=20_000, help="smoothing: mean return of the episodes that ended in each bin of this many env steps")
+    parser.add_argument("--x", choices=("steps", "time"), default="steps", help="x axis: total env steps, or wall-clock seconds since the run started")
+    parser.add_argument("--disagreement", action="store_true", help="add a panel with the disagreement of progress.csv")
+    parser.add_argument("--per-learner", action="store_true", help="add one panel per curve with each learner's return")
+    parser.add_argument("--label", action="append", default=None, help="name of a curve; give it once per curve, in the order of their first run")
+    parser.add_argument("--title", default=None, help="title of the figure")
+    parser.add_argument("--table", action="store_true", help="print per curve: final return, return at --at steps, steps to --threshold")
+    parser.add_argument("--csv", type=Path, default=None, help="write that table (raw numbers, with standard errors) to this CSV file")
+    parser.add_argument("--threshold", type=float, default=-100.0, help="return whose first crossing the table reports (Acrobot: -100)")
+    parser.add_argument("--at", default=None, help="comma list of env steps at which the table gives the return (default: 1/4, 1/2, 3/4 of the shortest curve)")
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run `diffdac plot`; returns the exit status."""
-    raise NotImplementedError("diffdac plot is not written yet")
+    """Run `diffdac plot`; bad input raises ConfigError (one line, exit 2 in the CLI)."""
+    check_args(args)
+    runs = results.load_runs(args.runs)
+    if args.out is not None:
+        draw(runs, args).savefig(args.out, dpi=120)
+        print(f"diffdac: wrote {args.out}")
+    if args.table or args.csv:
+        table = results.summary(runs, args.bin_steps, args.threshold, parse_steps(args.at), args.label)
+        if args.table:
+            print(results.readable(table).to_string(index=False))
+        if args.csv:
+            table.to_csv(args.csv, index=False)
+            print(f"diffdac: wrote {args.csv}")
+    return 0
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse bad options before reading any run."""
+    if args.out is None and not (args.table or args.csv):
+        raise ConfigError("nothing to do: give --out FIGURE.png, --table or --csv FILE")
+    if args.out is not None and args.out.suffix.lower() not in FORMATS:
+        raise ConfigError(f"--out must end in .png, .pdf or .svg, got {args.out.name!r}")
+    if args.bin_steps < 1:
+        raise ConfigError(f"--bin-steps must be a positive number of env steps, got {args.bin_steps}")
+    for path in (args.out, args.csv):
+        if path is not None and not path.parent.is_dir():
+            raise ConfigError(f"cannot write {path}: directory {path.parent} does not exist")
+    parse_steps(args.at)
+
+
+def parse_steps(text: str | None) -> list[int] | None:
+    """--at '500000,1e6' -> [500000, 1000000]."""
+    if text is None:
+        return None
+    try:
+        points = [int(float(part)) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--at takes a comma list of env step counts, got {text!r}") from None
+    if not points or min(points) <= 0:
+        raise ConfigError(f"--at takes positive env step counts, got {text!r}")
+    return points
+
+
+# --- drawing -------------------------------------------------------------------------------------
+
+
+def draw(runs: list[results.Run], args: argparse.Namespace) -> Any:
+    """The figure: returns, then disagreement and per-learner panels if asked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    curves = results.curves(runs, args.bin_steps, args.label)
+    names = list(curves["curve"].cat.categories)
+    panels = 1 + args.disagreement + (len(names) if args.per_learner else 0)
+    cols = min(panels, 3)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
+    flat = list(axes.flat)
+    colors = {name: f"C{i}" for i, name in enumerate(names)}
+    draw_returns(flat[0], curves, colors, args)
+    used = 1
+    if args.disagreement:
+        draw_disagreement(flat[used], results.disagreement(runs, args.label), colors, args)
+        used += 1
+    if args.per_learner:
+        learners = results.learner_curves(runs, args.bin_steps, args.label)
+        for name in names:
+            draw_learners(flat[used], learners[learners["curve"] == name], curves[curves["curve"] == name], name, args)
+            used += 1
+    for ax in flat[used:]:
+        ax.set_visible(False)
+    if args.x == "steps":
+        for ax in flat[:used]:
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: results.human_steps(v) if v > 0 else "0"))
+    if args.title:
+        fig.suptitle(args.title)
+    fig.tight_layout()
+    return fig
+
+
+def x_values(table: pd.DataFrame, args: argparse.Namespace, steps: str = "bin") -> pd.Series:
+    """Env steps, or the mean wall time (s) at which those steps were reached."""
+    return table["t"] if args.x == "time" else table[steps]
+
+
+def x_label(args: argparse.Namespace) -> str:
+    return "wall-clock time since start (s)" if args.x == "time" else "env steps, all learners"
+
+
+def draw_returns(ax: Axes, curves: pd.DataFrame, colors: dict[str, str], args: argparse.Namespace) -> None:
+    """Mean return over seeds per bin, shaded ± one standard error."""
+    for name, curve in curves.groupby("curve", observed=True):
+        seeds = int(curve["n"].max())
+        x = x_values(curve, args)
+        ax.plot(x, curve["mean"], color=colors[name], label=f"{name} ({seeds} seed{'s' * (seeds > 1)})")
+        if seeds > 1:
+            ax.fill_between(x, curve["mean"] - curve["se"], curve["mean"] + curve["se"], color=colors[name], alpha=0.25, linewidth=0)
+    ax.set_xlabel(x_label(args))
+    ax.set_ylabel(f"episode return (mean per {results.human_steps(args.bin_steps)} steps)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+
+
+def draw_disagreement(ax: Axes, table: pd.DataFrame, colors: dict[str, str], args: argparse.Namespace) -> None:
+    """Disagreement (mean squared distance to the network average) over seeds, log scale."""
+    for name, curve in table.groupby("curve", observed=True):
+        x = x_values(curve, args, steps="steps")
+        ax.plot(x, curve["mean"], color=colors[name], label=name)
+        if curve["n"].max() > 1:
+            ax.fill_between(x, curve["mean"] - curve["se"], curve["mean"] + curve["se"], color=colors[name], alpha=0.25, linewidth=0)
+    positive = table["mean"][table["mean"] > 0]
+    if len(positive):  # log scale; exact consensus (0, e.g. a full graph) stays visible on symlog's linear part
+        ax.set_yscale("log") if len(positive) == len(table) else ax.set_yscale("symlog", linthresh=float(positive.min()))
+    ax.set_xlabel(x_label(args))
+    ax.set_ylabel("disagreement (squared distance to average)")
+    ax.grid(alpha=0.3)
+
+
+def draw_learners(ax: Axes, learners: pd.DataFrame, curve: pd.DataFrame, name: str, args: argparse.Namespace) -> None:
+    """Every learner's own return (thin, one colour each) under the curve's mean (black)."""
+    import matplotlib
+
+    ids = sorted(learners["learner"].unique())
+    cmap = matplotlib.colormaps["viridis"]
+    for i, (learner, own) in enumerate(learners.groupby("learner")):
+        ax.plot(x_values(own, args), own["mean"], color=cmap(i / max(len(ids) - 1, 1)), linewidth=0.7, alpha=0.7)
+    ax.plot(x_values(curve, args), curve["mean"], color="black", linewidth=1.5, label="all learners")
+    ax.set_title(f"{name}: {len(ids)} learners", fontsize="medium")
+    ax.set_xlabel(x_label(args))
+    ax.set_ylabel("episode return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
