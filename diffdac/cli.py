@@ -24,24 +24,28 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _field_type(f: dataclasses.Field) -> type:
-    """The concrete type of an `X | None` or plain annotation."""
+    """The concrete type of an `X | None` or plain annotation (tuple for `tuple[str, ...]`)."""
     hint = typing.get_type_hints(TrainConfig)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return args[0]
+        hint = [a for a in typing.get_args(hint) if a is not type(None)][0]
     return typing.get_origin(hint) or hint
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field, its help taken from the field's doc."""
+    """One option per TrainConfig field, its help taken from the field's doc.
+
+    Defaults are left out of the namespace (SUPPRESS), so that the options a user actually gave
+    are known: --resume takes every other option from the run's config.json.
+    """
     for f in dataclasses.fields(TrainConfig):
         flag, doc, kind = f"--{f.name.replace('_', '-')}", f.metadata["doc"], _field_type(f)
+        shown = ",".join(f.default) or "none" if isinstance(f.default, tuple) else f.default
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=doc)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=f"{doc} (default: {'on' if f.default else 'off'})")
         elif kind is tuple:
-            parser.add_argument(flag, type=_comma_list, default=f.default, help=f"{doc} (default: none)")
+            parser.add_argument(flag, type=_comma_list, default=argparse.SUPPRESS, help=doc)
         else:
-            parser.add_argument(flag, type=kind, default=f.default, metavar=f.name.upper(), help=f"{doc} (default: {f.default})")
+            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=f.name.upper(), help=f"{doc} (default: {shown})")
 
 
 def _comma_list(text: str) -> tuple[str, ...]:
@@ -51,7 +55,7 @@ def _comma_list(text: str) -> tuple[str, ...]:
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="diffdac", description="Decentralised multitask RL by diffusion (Diff-DAC).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    train = sub.add_parser("train", help="train a network of learners", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train = sub.add_parser("train", help="train a network of learners (or continue one with --resume)", allow_abbrev=False)
     _add_config_options(train)
     bench.add_arguments(sub.add_parser("bench", help="env steps/s of the same run in different set-ups (e.g. 1, 2, N processes)"))
     plot.add_arguments(sub.add_parser("plot", help="learning curves and a results table of run directories, seeds grouped"))
@@ -66,11 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from parsed options; --adjacency replaces the default topology."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    if values["adjacency"] is not None and values["topology"] == TrainConfig.topology:
-        values["topology"] = None
-    return TrainConfig(**values)
+    """TrainConfig from the options given: over the defaults, or with --resume over the run's config.json.
+
+    --adjacency without --topology replaces the default topology.
+    """
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    if given.get("resume") and given.get("log_dir"):
+        return dataclasses.replace(TrainConfig.from_run(given["log_dir"]), **given)
+    if given.get("adjacency") is not None and "topology" not in given:
+        given["topology"] = None
+    return TrainConfig(**given)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -78,7 +87,7 @@ def run_train(args: argparse.Namespace) -> int:
     from diffdac.train import prepare, train
 
     config = config_from_args(args)
-    graph, _ = prepare(config)  # bad input ends every rank before any of them waits on a rendezvous
+    config, graph, _ = prepare(config)  # bad input ends every rank before any of them waits on a rendezvous
     with connect(config, graph) as comm:
         train(config, comm)
     return 0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from diffdac.errors import ConfigError
+from diffdac.errors import ConfigError, ResumeError
 
 NORMALIZE_CHOICES = ("obs", "reward")
 DEVICES = ("cpu", "cuda")
@@ -43,12 +45,15 @@ class TrainConfig:
     max_grad_norm: float = opt(0.5, "per-learner gradient-norm clip; 0 turns clipping off")
     hidden: int = opt(64, "width of the two hidden layers of actor and critic")
     separate_init: bool = opt(False, "give every learner its own initial parameters instead of one shared draw")
-    normalize: tuple[str, ...] = opt((), "running normalisation per learner: obs, reward or obs,reward", choices=NORMALIZE_CHOICES)
+    normalize: tuple[str, ...] | None = opt(None, "running normalisation per learner: obs, reward, obs,reward or none; unset means obs,reward for MuJoCo tasks and none otherwise", choices=NORMALIZE_CHOICES)
     local_normalizer: bool = opt(False, "keep normaliser statistics local instead of diffusing them with the parameters")
     seed: int = opt(0, "seed of tasks, initial parameters, actions and resets")
     log_dir: str | None = opt(None, "run directory; default runs/<env>-<topology>-s<seed>-<time>")
     overwrite: bool = opt(False, "replace a run directory that already holds a run")
     log_interval: int = opt(20_000, "environment steps between rows of progress.csv")
+    save_every: int = opt(100_000, "environment steps between checkpoints (one is always saved at the end)")
+    keep_checkpoints: int = opt(3, "how many of the newest checkpoints to keep")
+    resume: bool = opt(False, "continue the run in --log-dir from its last checkpoint, with the options in its config.json")
     threads: int = opt(1, "torch CPU threads per process; the numbers are reproducible for a fixed count")
     device: str = opt("cpu", "torch device of the population: cpu or cuda")
     progress: bool = opt(True, "show a progress bar on the terminal")
@@ -57,7 +62,8 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Refuse bad input with a ConfigError naming the option and the fix."""
-        for name in ("num_learners", "envs_per_learner", "steps_per_update", "combine_every", "total_steps", "hidden", "log_interval", "threads"):
+        for name in ("num_learners", "envs_per_learner", "steps_per_update", "combine_every", "total_steps", "hidden", "log_interval", "threads",
+                     "save_every", "keep_checkpoints"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer, got {value!r}")
@@ -69,7 +75,7 @@ class TrainConfig:
             raise ConfigError(f"--gamma must lie in [0, 1], got {self.gamma}")
         if self.gae_lambda is not None and not 0 <= self.gae_lambda <= 1:
             raise ConfigError(f"--gae-lambda must lie in [0, 1], got {self.gae_lambda}")
-        unknown = [n for n in self.normalize if n not in NORMALIZE_CHOICES]
+        unknown = [n for n in self.normalize or () if n not in NORMALIZE_CHOICES + ("none",)]
         if unknown:
             raise ConfigError(f"--normalize takes obs, reward or obs,reward, got {','.join(unknown)!r}")
         if self.device not in DEVICES:
@@ -82,11 +88,47 @@ class TrainConfig:
             raise ConfigError(f"--dist-timeout must be a positive number of seconds, got {self.dist_timeout!r}")
         if self.topology is None and self.adjacency is None:
             raise ConfigError("give a graph: --topology NAME or --adjacency MATRIX_OR_FILE")
+        if self.resume and not self.log_dir:
+            raise ConfigError("--resume continues a run in place: give its directory with --log-dir DIR")
         return self
+
+    def differences(self, other: "TrainConfig") -> list[str]:
+        """Options (as flags) whose values differ, leaving out those a resumed run may change."""
+        return [
+            f"--{_flag(f.name)} {getattr(self, f.name)!r} (the run has {getattr(other, f.name)!r})"
+            for f in dataclasses.fields(self)
+            if f.name not in RESUME_FREE and getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> TrainConfig:
+        """The options a run was made with, read from its config.json."""
+        return cls.from_dict(read_run_config(Path(run_dir)))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """A config from config.json (extra keys such as version are ignored; lists become tuples)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for config.json."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """config.json of a run directory, or a ResumeError saying it is not one."""
+    path = Path(run_dir) / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResumeError(f"{run_dir} is not a diffdac run (no config.json): give the --log-dir of an existing run") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ResumeError(f"cannot read {path}: {err}") from None
+
+
+# Options that control how a run is carried out, not what it computes: free to change on --resume.
+RESUME_FREE = frozenset({"log_dir", "overwrite", "resume", "progress", "dist_timeout", "save_every", "keep_checkpoints"})
 
 
 def _flag(name: str) -> str:

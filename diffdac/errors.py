@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class TrainingError(RuntimeError):
     """A run that failed after it started: the message names the learner or rank and the step."""
+
+
+class ResumeError(ConfigError):
+    """A run directory that cannot be resumed as asked (not a run, other options, logs that do not match)."""

@@ -12,6 +12,8 @@ from typing import IO, Any, Sequence
 import numpy as np
 import pandas as pd
 
+from diffdac.errors import ResumeError
+
 PROGRESS_COLUMNS = (
     "steps", "updates", "time", "mean_return", "episodes", "policy_loss", "value_loss", "entropy",
     "disagreement", "steps_per_s",
@@ -28,35 +30,69 @@ class MonitorFile:
 
     First line `#` + JSON with `t_start` and `env_id` (plus the task's parameters), then the
     header `r,l,t`, then one row per finished episode: return, length, seconds since t_start.
+    `keep_rows` reopens an existing file for a resumed run: rows after the first `keep_rows`
+    (episodes that ended after the checkpoint) are cut, and `t_start` stays the original one.
     """
 
-    def __init__(self, path: Path, env_id: str, t_start: float, task: dict[str, Any]) -> None:
-        self.t_start = t_start
+    def __init__(self, path: Path, env_id: str, t_start: float, task: dict[str, Any], keep_rows: int | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = path.open("w", newline="")
-        header = {"t_start": t_start, "env_id": env_id, **task}
-        self._file.write("#" + json.dumps(header) + "\n")
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(("r", "l", "t"))
-        self._file.flush()
+        if keep_rows is None:
+            self.t_start, self.rows = t_start, 0
+            self._file: IO[str] = path.open("w", newline="")
+            self._file.write("#" + json.dumps({"t_start": t_start, "env_id": env_id, **task}) + "\n")
+            self._file.write("r,l,t\n")
+            self._file.flush()
+        else:
+            header = truncate_rows(path, 2, keep_rows)
+            self.t_start, self.rows = float(json.loads(header[0][1:])["t_start"]), keep_rows
+            self._file = path.open("a", newline="")
+        self._writer = csv.writer(self._file, lineterminator="\n")
 
     def write(self, ret: float, length: int, now: float) -> None:
         self._writer.writerow((round(float(ret), 6), int(length), round(now - self.t_start, 6)))
         self._file.flush()
+        self.rows += 1
 
     def close(self) -> None:
         self._file.close()
 
 
+def truncate_rows(path: Path, header_lines: int, keep_rows: int) -> list[str]:
+    """Cut a CSV back to its header and first `keep_rows` rows (atomically); returns the header lines.
+
+    A row cut in half by a kill has no newline yet and is dropped with the rest.
+    """
+    if not path.is_file():
+        raise ResumeError(f"{path} is missing: the run directory does not match its checkpoint")
+    lines = path.read_text().split("\n")
+    complete = lines[:-1]  # the text after the last newline is an unfinished row
+    if len(complete) < header_lines + keep_rows:
+        raise ResumeError(f"{path} has {len(complete) - header_lines} rows but its checkpoint counted {keep_rows}: the run directory does not match its checkpoint")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in complete[: header_lines + keep_rows]))
+    os.replace(tmp, path)
+    return complete[:header_lines]
+
+
 class MonitorSet:
     """The Monitor files of a block's K x E simulators."""
 
-    def __init__(self, run_dir: Path, env_id: str, learner_ids: Sequence[int], envs_per_learner: int, tasks: Sequence[dict[str, Any]]) -> None:
+    def __init__(
+        self, run_dir: Path, env_id: str, learner_ids: Sequence[int], envs_per_learner: int, tasks: Sequence[dict[str, Any]],
+        keep_rows: list[list[int]] | None = None,
+    ) -> None:
         t_start = time.time()
         self.files = [
-            [MonitorFile(monitor_path(run_dir, int(k), e), env_id, t_start, _plain(task)) for e in range(envs_per_learner)]
-            for k, task in zip(learner_ids, tasks)
+            [
+                MonitorFile(monitor_path(run_dir, int(k), e), env_id, t_start, _plain(task), None if keep_rows is None else keep_rows[i][e])
+                for e in range(envs_per_learner)
+            ]
+            for i, (k, task) in enumerate(zip(learner_ids, tasks))
         ]
+
+    def rows(self) -> list[list[int]]:
+        """Rows written to each file so far: what a checkpoint records to cut back to on resume."""
+        return [[f.rows for f in row] for row in self.files]
 
     def record(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> list[float]:
         """Write a row for every simulator whose episode ended (`done: [K, E]`); returns those returns."""
@@ -74,17 +110,25 @@ class MonitorSet:
 
 
 class ProgressFile:
-    """progress.csv: one row per log interval, flushed as written."""
+    """progress.csv: one row per log interval, flushed as written; `keep_rows` reopens it on resume."""
 
-    def __init__(self, path: Path) -> None:
-        self._file = path.open("w", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=PROGRESS_COLUMNS)
-        self._writer.writeheader()
-        self._file.flush()
+    def __init__(self, path: Path, keep_rows: int | None = None) -> None:
+        if keep_rows is None:
+            self._file = path.open("w", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=PROGRESS_COLUMNS, lineterminator="\n")
+            self._writer.writeheader()
+            self._file.flush()
+            self.rows = 0
+        else:
+            truncate_rows(path, 1, keep_rows)
+            self._file = path.open("a", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=PROGRESS_COLUMNS, lineterminator="\n")
+            self.rows = keep_rows
 
     def write(self, row: dict[str, float]) -> None:
         self._writer.writerow({k: row.get(k, "") for k in PROGRESS_COLUMNS})
         self._file.flush()
+        self.rows += 1
 
     def close(self) -> None:
         self._file.close()

@@ -37,6 +37,14 @@ class RunningNorm:
         """The statistics that diffusion may average, as `[K, X]` blocks."""
         return [self.mean.reshape(len(self.count), -1), self.var.reshape(len(self.count), -1)]
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything a checkpoint needs to continue the statistics exactly."""
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        device = self.mean.device
+        self.mean, self.var, self.count = (state[k].to(device) for k in ("mean", "var", "count"))
+
     def load_state(self, blocks: list[torch.Tensor]) -> None:
         """Take back statistics produced by `state()` (after combining)."""
         self.mean = blocks[0].reshape(self.mean.shape)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
+import gymnasium
 import networkx as nx
 import numpy as np
 import torch
@@ -15,13 +19,13 @@ from tqdm import tqdm
 
 import envs
 import topologies
-from diffdac import __version__
+from diffdac import __version__, checkpoint
 from diffdac.a2c import A2CLoss, a2c_loss, bootstrap_truncations, compute_returns
 from diffdac.comm import Communicator, LocalCommunicator, check_world_size, learner_block
-from diffdac.config import TrainConfig
+from diffdac.config import NORMALIZE_CHOICES, TrainConfig, read_run_config
 from diffdac.diffusion import Combiner, disagreement
 from diffdac.distributed import PeerLost
-from diffdac.errors import ConfigError, TrainingError
+from diffdac.errors import ConfigError, ResumeError, TrainingError
 from diffdac.logs import MonitorSet, ProgressFile, write_json, write_matrix, write_tasks
 from diffdac.normalize import RunningNorm
 from diffdac.population import Population
@@ -135,6 +139,7 @@ class Learners:
         self._check_finite(loss.total, "loss")
         self.optimizer.zero_grad(set_to_none=False)
         loss.total.sum().backward()
+        self._check_finite(pop.flat.grad, "gradient")
         if cfg.max_grad_norm > 0:
             clip_per_learner(pop.flat.grad, cfg.max_grad_norm)
         self.optimizer.step()
@@ -164,18 +169,38 @@ class Learners:
     def disagreement(self) -> float:
         return disagreement(self.pop.flat.detach(), self.comm.all_sum)
 
-    def save(self, path: Path) -> None:
-        """This block's parameters and normalisers (one file per rank), written atomically."""
-        state = {
+    def state_dict(self) -> dict:
+        """Everything that makes the next update the same as in an uninterrupted run."""
+        tasks = getattr(self.tasks, "state_dict", None)
+        return {
             "learner_ids": torch.from_numpy(self.learner_ids),
             "params": self.pop.flat.detach().cpu(),
+            "optimizer": self.optimizer.state_dict(),
+            "obs_norm": None if self.obs_norm is None else self.obs_norm.state_dict(),
+            "ret_norm": None if self.ret_norm is None else self.ret_norm.state_dict(),
+            "discounted": self.discounted.cpu(),
+            "obs": self.obs.cpu(),
             "updates": self.updates,
-            "obs_norm": None if self.obs_norm is None else [t.cpu() for t in self.obs_norm.state()],
+            "tasks": None if tasks is None else tasks(),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a checkpoint; a task batch that cannot restore its simulators starts new episodes."""
+        if not np.array_equal(state["learner_ids"].numpy(), self.learner_ids):
+            raise ResumeError("the checkpoint holds other learners than this rank: resume with the run's number of processes")
+        with torch.no_grad():
+            self.pop.flat.copy_(state["params"].to(self.device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        for norm, key in ((self.obs_norm, "obs_norm"), (self.ret_norm, "ret_norm")):
+            if norm is not None:
+                norm.load_state_dict(state[key])
+        self.discounted = state["discounted"].to(self.device)
+        self.updates = state["updates"]
+        if state["tasks"] is not None and hasattr(self.tasks, "load_state_dict"):
+            self.tasks.load_state_dict(state["tasks"])
+            self.obs = state["obs"].to(self.device)
+        else:
+            self.discounted.zero_()
 
 
 def _learner_major(x: torch.Tensor) -> torch.Tensor:
@@ -190,18 +215,52 @@ def clip_per_learner(grad: torch.Tensor, max_norm: float) -> None:
     grad.mul_((max_norm / (norms + 1e-6)).clamp(max=1.0))
 
 
-def prepare(config: TrainConfig) -> tuple[nx.Graph, Path]:
+class Prepared(NamedTuple):
+    """A checked config with its defaults resolved, its graph and its run directory."""
+
+    config: TrainConfig
+    graph: nx.Graph
+    run_dir: Path
+
+
+def prepare(config: TrainConfig) -> Prepared:
     """Everything that can refuse the input, done before anything is written."""
-    config.validate()
+    config = resolve_defaults(config.validate())
     try:
         graph = topologies.resolve_graph(config.topology, config.adjacency, config.num_learners, config.edge_prob, config.seed)
         topologies.combination_weights(nx.empty_graph(1), config.weights)
     except topologies.TopologyError as err:
         raise ConfigError(str(err)) from None
+    if config.resume:
+        return Prepared(check_resume(config), graph, Path(config.log_dir))
     run_dir = Path(config.log_dir) if config.log_dir else default_run_dir(config)
     if (run_dir / "config.json").exists() and not config.overwrite:
-        raise ConfigError(f"{run_dir} already holds a run: choose another --log-dir or pass --overwrite")
-    return graph, run_dir
+        raise ConfigError(f"{run_dir} already holds a run: choose another --log-dir, pass --overwrite, or continue it with --resume")
+    return Prepared(config, graph, run_dir)
+
+
+def resolve_defaults(config: TrainConfig) -> TrainConfig:
+    """Options whose default depends on the task: --normalize is obs,reward for MuJoCo tasks."""
+    if config.normalize is None:
+        normalize = NORMALIZE_CHOICES if _is_mujoco(config.env) else ()
+    else:
+        normalize = tuple(n for n in config.normalize if n != "none")
+    return dataclasses.replace(config, normalize=normalize)
+
+
+def _is_mujoco(env_id: str) -> bool:
+    spec = gymnasium.registry.get(env_id)
+    entry = getattr(spec, "entry_point", "")
+    return "mujoco" in (entry if isinstance(entry, str) else getattr(entry, "__module__", ""))
+
+
+def check_resume(config: TrainConfig) -> TrainConfig:
+    """The run's own options, refusing any given option that differs from them."""
+    stored = resolve_defaults(TrainConfig.from_run(config.log_dir))
+    differ = config.differences(stored)
+    if differ:
+        raise ResumeError(f"--resume keeps the run's options, but these differ from {config.log_dir}/config.json: {'; '.join(differ)}")
+    return config
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -218,9 +277,20 @@ def make_tasks(config: TrainConfig, learner_ids: np.ndarray) -> envs.TaskBatch:
 
 
 def write_run_files(run_dir: Path, config: TrainConfig, graph: nx.Graph, tasks: list[dict], world_size: int) -> None:
-    """config.json, topology.csv, combination.csv and tasks.csv (all learners' tasks, in order)."""
+    """config.json, topology.csv, combination.csv and tasks.csv (all learners' tasks, in order).
+
+    Logs and checkpoints of a run this one overwrites are removed first, so that a later
+    --resume can never pick up another run's checkpoint.
+    """
+    for old in ("checkpoints", "monitor", "progress.csv"):
+        path = run_dir / old
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "config.json", {**config.to_dict(), "version": __version__, "world_size": world_size})
+    stored = {k: v for k, v in config.to_dict().items() if k not in ("resume", "overwrite")}
+    write_json(run_dir / "config.json", {**stored, "version": __version__, "world_size": world_size})
     write_matrix(run_dir / "topology.csv", nx.to_numpy_array(graph, nodelist=range(config.num_learners), dtype=int))
     write_matrix(run_dir / "combination.csv", topologies.dense_combination_matrix(graph, config.weights))
     write_tasks(run_dir / "tasks.csv", config.env, range(config.num_learners), tasks)
@@ -230,54 +300,104 @@ def train(config: TrainConfig, comm: Communicator | None = None) -> Path:
     """Train config.num_learners learners by diffusion and return the run directory.
 
     `comm` connects the processes of a torchrun world; without it this process hosts every learner.
+    With `config.resume`, the run in `config.log_dir` continues from its newest checkpoint.
     """
     comm = comm or LocalCommunicator()
-    graph, run_dir = prepare(config)
+    config, graph, run_dir = prepare(config)
     check_world_size(comm.world_size, config.num_learners)
     run_dir = Path(comm.gather_objects(str(run_dir))[0])  # rank 0's name: default names carry a time stamp
+    manifest = find_resume_point(run_dir, comm) if config.resume else None
+    if manifest is not None and manifest.complete:
+        if comm.rank == 0:
+            print(f"diffdac: {run_dir} is already complete ({manifest.steps} env steps): nothing to resume")
+        return run_dir
     learner_ids = learner_block(comm.rank, comm.world_size, config.num_learners)
     tasks = make_tasks(config, learner_ids)
     warning = topologies.disconnection_warning(graph)
-    if warning and config.topology != "none" and comm.rank == 0:
+    if warning and config.topology != "none" and comm.rank == 0 and manifest is None:
         print(f"diffdac: warning: {warning}")
     torch.set_num_threads(config.threads)
     learners = Learners(config, graph, comm, tasks, learner_ids)
+    saved = None if manifest is None else checkpoint.load_rank(run_dir, manifest, comm.rank, learners.device)
+    if saved is not None:
+        learners.load_state_dict(saved["learners"])
     all_tasks = [task for block in comm.gather_objects(list(tasks.tasks)) for task in block]
     comm.barrier()  # every rank has checked the directory before rank 0 writes into it
-    if comm.rank == 0:
+    if comm.rank == 0 and saved is None:
         write_run_files(run_dir, config, graph, all_tasks, comm.world_size)
     comm.barrier()
-    run_loop(learners, run_dir)
+    run_loop(learners, run_dir, LoopState.from_saved(saved, config))
     return run_dir
 
 
-def run_loop(learners: Learners, run_dir: Path) -> None:
-    """Repeat rollout -> adapt -> combine, logging every log_interval env steps."""
-    cfg, lead = learners.config, learners.comm.rank == 0
+def find_resume_point(run_dir: Path, comm: Communicator) -> checkpoint.Manifest | None:
+    """Rank 0's newest checkpoint (other machines may not see its manifests), checked against the world size."""
+    manifest = comm.gather_objects(checkpoint.latest(run_dir) if comm.rank == 0 else None)[0]
+    world_size = read_run_config(run_dir).get("world_size", 1)
+    if manifest is not None and world_size != comm.world_size:
+        raise ResumeError(f"{run_dir} was trained by {world_size} processes: resume it with {world_size}, not {comm.world_size}")
+    if manifest is None and comm.rank == 0:
+        print(f"diffdac: {run_dir} has no checkpoint yet: starting it again from step 0")
+    return manifest
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands: saved in every checkpoint so a resumed run logs exactly what an uninterrupted one would."""
+
+    update: int
+    elapsed: float
+    next_log: int
+    next_save: int
+    recent: list[float]
+    episodes: int
+    monitor_rows: list[list[int]] | None  # rows of this rank's Monitor files; None for a new run
+    progress_rows: int | None  # rows of progress.csv (rank 0)
+
+    @classmethod
+    def from_saved(cls, saved: dict | None, config: TrainConfig) -> "LoopState":
+        if saved is None:
+            return cls(0, 0.0, config.log_interval, config.save_every, [], 0, None, None)
+        return cls(**saved["loop"])
+
+
+def run_loop(learners: Learners, run_dir: Path, state: LoopState) -> None:
+    """Repeat rollout -> adapt -> combine, logging every log_interval and saving every save_every env steps."""
+    cfg, comm = learners.config, learners.comm
+    lead = comm.rank == 0
     steps_per_update = cfg.num_learners * cfg.envs_per_learner * cfg.steps_per_update
     num_updates = max(1, cfg.total_steps // steps_per_update)
-    monitors = MonitorSet(run_dir, cfg.env, learners.learner_ids, cfg.envs_per_learner, learners.tasks.tasks)
-    progress = ProgressFile(run_dir / "progress.csv") if lead else None
-    stats = EpisodeStats()
-    start, next_log, row = time.time(), cfg.log_interval, {}
-    bar = tqdm(total=num_updates * steps_per_update, unit="step", unit_scale=True, disable=None if cfg.progress and lead else True, dynamic_ncols=True)
+    monitors = MonitorSet(run_dir, cfg.env, learners.learner_ids, cfg.envs_per_learner, learners.tasks.tasks, state.monitor_rows)
+    progress = ProgressFile(run_dir / "progress.csv", state.progress_rows) if lead else None
+    stats = EpisodeStats(state.recent, state.episodes)
+    start, row, update = time.time() - state.elapsed, {}, state.update
+    bar = tqdm(total=num_updates * steps_per_update, initial=state.update * steps_per_update, unit="step", unit_scale=True,
+               disable=None if cfg.progress and lead else True, dynamic_ncols=True)
+    last_saved = checkpoint.latest(run_dir) if lead else None
     try:
-        for update in range(1, num_updates + 1):
+        for update in range(state.update + 1, num_updates + 1):
             learners.collect(monitors, stats)
             loss = learners.adapt()
             if update % cfg.combine_every == 0:
                 learners.combine()
             bar.update(steps_per_update)
             steps = update * steps_per_update
-            if steps >= next_log or update == num_updates:
-                next_log += cfg.log_interval
+            if steps >= state.next_log or update == num_updates:
+                state.next_log += cfg.log_interval
                 row = progress_row(learners, loss, stats, steps, update, time.time() - start)
                 if progress is not None:
                     progress.write(row)
                 bar.set_postfix(ret=f"{row['mean_return']:.1f}", refresh=False)
-        learners.save(run_dir / "checkpoints" / f"final.rank{learners.comm.rank:03d}.pt")
+            if steps >= state.next_save or update == num_updates:
+                state.next_save += cfg.save_every
+                state = LoopState(update, time.time() - start, state.next_log, state.next_save, list(stats.recent), stats.count,
+                                  monitors.rows(), progress.rows if progress is not None else None)
+                last_saved = save_checkpoint(learners, run_dir, state, steps, complete=update == num_updates)
     except PeerLost as err:
         raise err.at_update(update) from None
+    except TrainingError as err:
+        where = f"the last good checkpoint is at step {last_saved.steps}" if last_saved else "no checkpoint was saved before it"
+        raise TrainingError(f"{err}; {where} in {checkpoint.checkpoint_dir(run_dir)}") from None
     finally:
         bar.close()
         monitors.close()
@@ -287,12 +407,24 @@ def run_loop(learners: Learners, run_dir: Path) -> None:
         print(f"diffdac: {row['steps']} env steps in {row['time']:.0f}s; mean return of the last {RECENT_EPISODES} episodes (of each process) {row['mean_return']:.1f}; logs in {run_dir}")
 
 
+def save_checkpoint(learners: Learners, run_dir: Path, state: LoopState, steps: int, complete: bool) -> checkpoint.Manifest:
+    """Every rank writes its file; after the barrier rank 0 declares the checkpoint valid."""
+    comm, cfg = learners.comm, learners.config
+    checkpoint.save_rank(run_dir, steps, comm.rank, {"learners": learners.state_dict(), "loop": dataclasses.asdict(state)})
+    comm.barrier()
+    manifest = checkpoint.Manifest(steps, state.update, comm.world_size, complete)
+    if comm.rank == 0:
+        checkpoint.commit(run_dir, manifest, cfg.keep_checkpoints)
+    checkpoint.prune_rank(run_dir, comm.rank, cfg.keep_checkpoints, steps)
+    return manifest
+
+
 class EpisodeStats:
     """Returns of the last finished episodes and how many episodes finished in all."""
 
-    def __init__(self) -> None:
-        self.recent: collections.deque[float] = collections.deque(maxlen=RECENT_EPISODES)
-        self.count = 0
+    def __init__(self, recent: list[float] = (), count: int = 0) -> None:
+        self.recent: collections.deque[float] = collections.deque(recent, maxlen=RECENT_EPISODES)
+        self.count = count
 
     def extend(self, returns: list[float]) -> None:
         self.recent.extend(returns)

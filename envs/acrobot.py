@@ -199,6 +199,23 @@ class BatchedAcrobot:
         self._state = np.array(state, dtype=np.float64).reshape(self._state.shape)
         self._episodes.clear()
 
+    def state_dict(self) -> dict:
+        """Physical states, running episodes and reset generators: enough to continue bit for bit."""
+        return {
+            "state": self._state.copy(),
+            "returns": self._episodes.returns.copy(),
+            "lengths": self._episodes.lengths.copy(),
+            "rngs": [[rng.bit_generator.state for rng in row] for row in self._rngs],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self._state = np.array(state["state"], dtype=np.float64).reshape(self._state.shape)
+        self._episodes.returns[...] = state["returns"]
+        self._episodes.lengths[...] = state["lengths"]
+        for row, saved_row in zip(self._rngs, state["rngs"]):
+            for rng, saved in zip(row, saved_row):
+                rng.bit_generator.state = saved
+
     def step(self, actions: np.ndarray) -> StepResult:
         """Advance all simulators by one dt with actions [K, E] in {0, 1, 2}."""
         torque = AVAIL_TORQUE[np.asarray(actions)]  # [K, E]

@@ -24,6 +24,7 @@ import torch
 
 import diffdac
 import topologies
+from diffdac import checkpoint
 from diffdac.cli import build_parser, config_from_args
 from diffdac.comm import learner_block
 from diffdac.diffusion import Combiner
@@ -62,11 +63,7 @@ def _train_args(run_dir: Path, topology: str, *more: str) -> list[str]:
 
 def _learners(run_dir: Path) -> dict[int, torch.Tensor]:
     """Final parameters of every learner, whichever rank's checkpoint holds it."""
-    rows = {}
-    for path in sorted((run_dir / "checkpoints").glob("final.rank*.pt")):
-        state = torch.load(path, weights_only=False)
-        rows.update({int(i): row for i, row in zip(state["learner_ids"], state["params"])})
-    return rows
+    return dict(enumerate(checkpoint.gather(run_dir, "params")))
 
 
 def _episodes(run_dir: Path) -> dict[str, pd.DataFrame]:
@@ -129,7 +126,9 @@ def test_processes_reproduce_the_one_process_run(single, tmp_path, topology, pro
     done = subprocess.run([*command, *_train_args(run_dir, topology)], env=_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     _assert_same_run(single[topology], run_dir)
-    assert sorted(p.name for p in (run_dir / "checkpoints").glob("final.rank*.pt")) == [f"final.rank{r:03d}.pt" for r in range(processes)]
+    last = checkpoint.latest(run_dir)
+    assert last.complete and last.world_size == processes
+    assert [p.name for p in last.rank_paths(run_dir)] == sorted(p.name for p in (run_dir / "checkpoints").glob(f"step{last.steps:012d}.rank*.pt"))
     assert '"world_size": ' + str(processes) in (run_dir / "config.json").read_text()
 
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from diffdac import TrainConfig, train
+from diffdac import TrainConfig, checkpoint, train
 
 
 def _config(tmp_path, name="run", **overrides) -> TrainConfig:
@@ -22,7 +22,7 @@ def _monitors(run_dir) -> dict[str, pd.DataFrame]:
 
 
 def _final_params(run_dir) -> torch.Tensor:
-    return torch.load(run_dir / "checkpoints" / "final.rank000.pt")["params"]
+    return checkpoint.gather(run_dir, "params")
 
 
 def test_a_run_writes_the_run_directory_of_the_design(tmp_path):
@@ -82,14 +82,13 @@ def test_learning_rate_zero_and_separate_init_converge_to_the_exact_mean(tmp_pat
 @pytest.mark.parametrize("normalize", [("obs",), ("obs", "reward")])
 def test_normalisation_runs_and_its_statistics_are_diffused(tmp_path, normalize):
     run_dir = train(_config(tmp_path, normalize=normalize, topology="full"))
-    state = torch.load(run_dir / "checkpoints" / "final.rank000.pt")
-    mean = state["obs_norm"][0]
+    mean = checkpoint.gather(run_dir, "obs_norm.mean")
     torch.testing.assert_close(mean, mean[:1].expand_as(mean))
 
 
 def test_local_normaliser_keeps_statistics_apart(tmp_path):
     run_dir = train(_config(tmp_path, normalize=("obs",), topology="full", local_normalizer=True))
-    mean = torch.load(run_dir / "checkpoints" / "final.rank000.pt")["obs_norm"][0]
+    mean = checkpoint.gather(run_dir, "obs_norm.mean")
     assert not torch.equal(mean[0], mean[1])
 
 
