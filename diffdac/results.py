@@ -170,6 +170,8 @@ def curve_labels(runs: Sequence[Run], labels: Sequence[str] | None = None) -> li
         if len(labels) != len(keys):
             raise RunError(f"--label was given {len(labels)} times but the runs form {len(keys)} curves (runs that differ only in seed share a curve)")
         names = list(labels)
+        if len(set(names)) < len(names):
+            raise RunError(f"--label must name each curve differently, got {', '.join(names)}")
     else:
         names = _describe(firsts)
     by_key = dict(zip(keys, names))
@@ -178,12 +180,15 @@ def curve_labels(runs: Sequence[Run], labels: Sequence[str] | None = None) -> li
 
 def _describe(configs: list[dict[str, Any]]) -> list[str]:
     """Short names from the keys whose values differ between curves (topology first, then method)."""
-    keys = sorted({k for c in configs for k in c} - BOOKKEEPING_KEYS, key=lambda k: (k not in BARE_KEYS, BARE_KEYS.index(k) if k in BARE_KEYS else 0, k))
-    differing = [k for k in keys if len({json.dumps(c.get(k), default=str) for c in configs}) > 1]
+    others = sorted({k for c in configs for k in c} - BOOKKEEPING_KEYS - set(BARE_KEYS))
+    differing = [k for k in [*BARE_KEYS, *others] if len({json.dumps(c.get(k), default=str) for c in configs}) > 1]
     if not differing:  # one curve: say what it is
         c = configs[0]
         return [f"{_graph(c)}, {c['num_learners']} learners x {c['envs_per_learner']} sims"]
-    return [", ".join(_show(k, c.get(k), c) for k in differing) for c in configs]
+    names = [", ".join(_show(k, c.get(k), c) for k in differing) for c in configs]
+    if len(set(names)) < len(names):  # values cut short to the same text: number the curves
+        names = [f"{name} #{i + 1}" for i, name in enumerate(names)]
+    return names
 
 
 def _graph(config: dict[str, Any]) -> str:

@@ -86,6 +86,7 @@ def test_a_run_directory_with_no_finished_episode_yet_is_exit_2_with_a_clear_mes
     (["--table", "--at", "half"], "--at"),
     (["--table", "--bin-steps", "0"], "--bin-steps"),
     (["--table", "--label", "only one"], "--label was given 1 times but the runs form 2 curves"),
+    (["--table", "--label", "same", "--label", "same"], "differently"),
 ])
 def test_bad_options_are_one_line_and_exit_2(tmp_path, synthetic, capsys, monkeypatch, extra, expected):
     monkeypatch.chdir(tmp_path)
