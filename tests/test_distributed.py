@@ -233,3 +233,23 @@ def test_torchrun_shows_the_error_once_and_no_traceback_of_ours(tmp_path):
     output = done.stdout + done.stderr
     assert done.returncode != 0 and output.count("diffdac: error: unrecognized arguments: --no-such-option") == 1
     assert "exitcode  : 2" in output and f'File "{Path(diffdac.__file__).parent}' not in output
+
+
+def test_a_killed_world_resumes_under_torchrun_to_the_one_process_run(tmp_path, launched):
+    longer = ("--total-steps", "10000", "--save-every", "1000")
+    reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *longer))))
+    run_dir = tmp_path / "run"
+    launched.extend(_launch(run_dir, 2, *longer))
+    end = time.monotonic() + 60
+    while not (checkpoint.latest(run_dir) if (run_dir / "checkpoints").is_dir() else None):
+        assert time.monotonic() < end and all(p.poll() is None for p in launched), "no checkpoint before the run ended"
+        time.sleep(0.02)
+    for proc in launched:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert not checkpoint.latest(run_dir).complete
+    resumed = _launch(run_dir, 2, *longer, "--resume")
+    launched.extend(resumed)
+    outputs = [proc.communicate(timeout=120)[0] for proc in resumed]
+    assert [proc.returncode for proc in resumed] == [0, 0], outputs
+    _assert_same_run(reference, run_dir)
