@@ -17,8 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+import numpy as np
 
 from diffdac.errors import ConfigError
 
@@ -75,7 +78,7 @@ def launch_training(processes: int, options: list[str]) -> tuple[float, float]:
     if processes > 1:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes), *command[1:]]
     start = time.perf_counter()
-    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    done = subprocess.run(command, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise BenchError(f"the run at {processes} processes failed (exit {done.returncode}): {(done.stdout + done.stderr)[-1500:]}")
@@ -105,6 +108,83 @@ def processes(args: argparse.Namespace) -> list[Row]:
                 "wall_s": round(statistics.median(r[1] for r in runs), 2),
             })
     return rows
+
+
+MUJOCO_ENV = "diffdac/RandomMassHopper-v5"
+
+
+def random_actions(space: Any, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Uniform actions in a Box space, drawn before the clock starts: `[*shape, *space.shape]`."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(space.low, space.high, size=shape + space.shape).astype(space.dtype)
+
+
+def stock_env_steps_per_s(env_id: str, steps: int, seed: int) -> float:
+    """Env steps/s of one plain gymnasium env stepping alone, reset whenever an episode ends."""
+    import gymnasium
+
+    env = gymnasium.make(env_id)
+    actions = random_actions(env.action_space, (steps,), seed)
+    env.reset(seed=seed)
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    elapsed = time.perf_counter() - start
+    env.close()
+    return steps / elapsed
+
+
+def task_batch_steps_per_s(env_id: str, learners: int, sims: int, steps: int, seed: int) -> float:
+    """Env steps/s of a learners x sims task batch (what `diffdac train` steps), all simulators per call."""
+    import envs
+
+    batch = envs.make_task_batch(env_id, seed, list(range(learners)), sims)
+    actions = random_actions(batch.action_space, (max(1, steps // (learners * sims)), learners, sims), seed)
+    batch.reset()
+    start = time.perf_counter()
+    for action in actions:
+        batch.step(action)
+    elapsed = time.perf_counter() - start
+    batch.close()
+    return actions.shape[0] * learners * sims / elapsed
+
+
+@scenario("mujoco")
+def mujoco(args: argparse.Namespace) -> list[Row]:
+    """MuJoCo variants stepped as a task batch (and trained on) against one stock robot stepping alone.
+
+    The peer is the stock robot the variant is built on (Hopper-v5 for RandomMassHopper-v5). The
+    stock robot in a task batch separates what batching costs from what the variants' physics
+    (air, other masses) costs. The set-ups are measured in turn in every repeat, so a busy moment
+    costs all of them alike.
+    """
+    import envs.mujoco_tasks
+
+    env_id = args.env or MUJOCO_ENV
+    try:
+        peer = envs.mujoco_tasks.stock_id(env_id)
+    except ValueError as err:
+        raise ConfigError(f"--scenario mujoco: {err}") from None
+    learners, sims = args.num_learners, args.envs_per_learner
+    speeds: dict[str, list[float]] = {"stock": [], "stock_batch": [], "batch": [], "train": []}
+    with tempfile.TemporaryDirectory(prefix="diffdac-bench-") as tmp:
+        for i in range(args.repeats):
+            speeds["stock"].append(stock_env_steps_per_s(peer, args.total_steps, i))
+            speeds["stock_batch"].append(task_batch_steps_per_s(peer, learners, sims, args.total_steps, i))
+            speeds["batch"].append(task_batch_steps_per_s(env_id, learners, sims, args.total_steps, i))
+            options = train_args(argparse.Namespace(**{**vars(args), "env": env_id}), Path(tmp) / f"train-{i}")
+            speeds["train"].append(launch_training(1, options)[0])
+    setups = [("stock", f"{peer} alone", 1), ("stock_batch", f"{peer} task batch", learners * sims),
+              ("batch", f"{env_id} task batch", learners * sims), ("train", f"diffdac train on {env_id}", learners * sims)]
+    stock = statistics.median(speeds["stock"])
+    return [
+        {"scenario": "mujoco", "setup": name, "learners_x_sims": f"{learners}x{sims}" if n > 1 else "1",
+         "steps_per_s": round(statistics.median(speeds[key]), 1),
+         "ratio_to_stock": round(statistics.median(speeds[key]) / stock, 3)}
+        for key, name, n in setups
+    ]
 
 
 def _block_sizes(num_learners: int, processes: int) -> str:

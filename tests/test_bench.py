@@ -1,9 +1,11 @@
-"""`diffdac bench`: the scenario registry, the processes scenario's arithmetic, and one real launch."""
+"""`diffdac bench`: the scenario registry, the processes and mujoco scenarios' arithmetic, and real launches."""
 
 from __future__ import annotations
 
 import json
 
+import gymnasium
+import numpy as np
 import pytest
 
 from diffdac import bench
@@ -55,3 +57,38 @@ def test_bench_measures_real_runs_at_one_and_two_processes(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["scenario"] == "processes" and [r["processes"] for r in report["rows"]] == [1, 2]
     assert all(r["steps_per_s"] > 0 and r["wall_s"] > 0 for r in report["rows"]) and report["rows"][0]["ratio_to_1"] == 1.0
+
+
+def test_the_mujoco_scenario_puts_every_setup_against_the_stock_robot_alone(monkeypatch):
+    monkeypatch.setattr(bench, "stock_env_steps_per_s", lambda env_id, steps, seed: {0: 100.0, 1: 300.0}[seed])
+    batch = {"Hopper-v5": 250.0, "diffdac/RandomMassHopper-v5": 150.0}
+    monkeypatch.setattr(bench, "task_batch_steps_per_s", lambda env_id, learners, sims, steps, seed: batch[env_id] + seed)
+    monkeypatch.setattr(bench, "launch_training", lambda p, options: (50.0, 2.0))
+    rows = bench.SCENARIOS["mujoco"](_args("--scenario", "mujoco", "--repeats", "2"))
+    assert [(r["setup"], r["learners_x_sims"], r["steps_per_s"], r["ratio_to_stock"]) for r in rows] == [
+        ("Hopper-v5 alone", "1", 200.0, 1.0),
+        ("Hopper-v5 task batch", "4x4", 250.5, 1.252),
+        ("diffdac/RandomMassHopper-v5 task batch", "4x4", 150.5, 0.752),
+        ("diffdac train on diffdac/RandomMassHopper-v5", "4x4", 50.0, 0.25),
+    ]
+
+
+def test_the_mujoco_scenario_refuses_an_id_that_is_not_a_mujoco_variant(capsys):
+    assert main(["bench", "--scenario", "mujoco", "--env", "CartPole-v1"]) == 2
+    assert capsys.readouterr().err.startswith("diffdac: error: --scenario mujoco: 'CartPole-v1' is not a MuJoCo task variant")
+
+
+def test_the_mujoco_scenario_measures_real_stepping_and_training(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["bench", "--scenario", "mujoco", "--num-learners", "2", "--envs-per-learner", "2", "--total-steps", "400",
+            "--repeats", "1", "--json"]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["learners_x_sims"] for r in rows] == ["1", "2x2", "2x2", "2x2"] and rows[0]["ratio_to_stock"] == 1.0
+    assert all(r["steps_per_s"] > 0 for r in rows)
+
+
+def test_random_actions_lie_inside_the_box():
+    space = gymnasium.spaces.Box(-0.4, 0.4, shape=(3,))
+    actions = bench.random_actions(space, (50, 2), seed=0)
+    assert actions.shape == (50, 2, 3) and actions.dtype == np.float32 and np.abs(actions).max() <= 0.4
