@@ -9,7 +9,7 @@ import types
 import typing
 from typing import Sequence
 
-from diffdac import bench, plot
+from diffdac import bench, evaluate, plot
 from diffdac.config import TrainConfig
 from diffdac.errors import TrainingError
 
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a network of learners (or continue one with --resume)", allow_abbrev=False)
     _add_config_options(train)
     bench.add_arguments(sub.add_parser("bench", help="env steps/s of the same run in different set-ups (e.g. 1, 2, N processes)"))
+    evaluate.add_arguments(sub.add_parser("eval", help="each learner's policy and the network average on training or held-out tasks"))
     plot.add_arguments(sub.add_parser("plot", help="learning curves and a results table of run directories, seeds grouped"))
     topo = sub.add_parser("topology", help="print a graph's adjacency, combination weights and spectral gap")
     topo.add_argument("--topology", default="ring", help="named graph (ring, full, star, line, grid, none, erdos-renyi)")
@@ -102,7 +103,7 @@ def run_topology(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": run_train, "topology": run_topology, "bench": bench.run, "plot": plot.main}
+COMMANDS = {"train": run_train, "topology": run_topology, "bench": bench.run, "plot": plot.main, "eval": evaluate.main}
 
 
 def _is_lead() -> bool:

@@ -79,8 +79,11 @@ class Population:
         self.learner_ids = np.asarray(learner_ids, dtype=np.int64)
         self.specs = _layout(self.obs_dim, hidden, self.action_dim, self.continuous)
         self.num_params = sum(s.numel for s in self.specs)
-        rows = [self._initial_row(seed, int(k) if separate_init else -1) for k in self.learner_ids]
-        self.flat = torch.stack(rows).to(device).requires_grad_(True)  # [K, P]
+        if separate_init:
+            rows = torch.stack([self._initial_row(seed, int(k)) for k in self.learner_ids])
+        else:  # one shared draw, made once
+            rows = self._initial_row(seed, -1).expand(self.num_learners, -1).clone()
+        self.flat = rows.to(device).requires_grad_(True)  # [K, P]
 
     @property
     def num_learners(self) -> int:
@@ -129,6 +132,12 @@ class Population:
         logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
         return logp, entropy
+
+    @torch.no_grad()
+    def greedy(self, obs: torch.Tensor) -> torch.Tensor:
+        """The most likely action (discrete) or the mean action (continuous), for evaluation."""
+        out = self.actor(obs)
+        return out if self.continuous else out.argmax(-1)
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, seed: int, step: int) -> torch.Tensor:

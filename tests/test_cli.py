@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +29,44 @@ BAD_TRAIN_INPUT = [
     (["--total-steps", "-5"], "--total-steps"),
     (["--normalize", "obs,weights"], "--normalize"),
     (["--num-learners", "three"], "--num-learners"),
+    (["--steps-per-update", "0"], "--steps-per-update"),
+    (["--lr", "inf"], "--lr"),
+    (["--save-every", "0"], "--save-every"),
+    (["--resume"], "is not a diffdac run (no config.json)"),
 ]
+
+
+def _garbage_adjacency(root: Path) -> None:
+    (root / "adj.npy").write_bytes(b"\x00not a numpy file")
+
+
+def _adjacency_directory(root: Path) -> None:
+    (root / "adj.csv").mkdir()
+
+
+def _other_run(root: Path) -> None:
+    main(["train", "--log-dir", str(root / "old"), "--num-learners", "2", "--envs-per-learner", "1", "--total-steps", "100",
+          "--hidden", "8", "--no-progress"])
+
+
+BAD_INPUT_WITH_FILES = [
+    (_garbage_adjacency, ["--adjacency", "adj.npy", "--log-dir", "new"], "adj.npy"),
+    (_adjacency_directory, ["--adjacency", "adj.csv", "--log-dir", "new"], "adj.csv"),
+    (_other_run, ["--log-dir", "old", "--num-learners", "3"], "already holds a run"),
+    (_other_run, ["--resume", "--log-dir", "old", "--num-learners", "3"], "--num-learners 3 (the run has 2)"),
+]
+
+
+@pytest.mark.parametrize("setup, args, expected", BAD_INPUT_WITH_FILES)
+def test_bad_input_about_files_changes_no_file(tmp_path, monkeypatch, capsys, setup, args, expected):
+    monkeypatch.chdir(tmp_path)
+    setup(tmp_path)
+    capsys.readouterr()
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    status = _exit_status(["train", "--no-progress", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and expected in err[0], err
+    assert before == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
 
 
 def _exit_status(argv: list[str]) -> int:

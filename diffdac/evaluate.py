@@ -1,0 +1,204 @@
+"""`diffdac eval`: each learner's policy and the network-average policy on training and held-out tasks.
+
+This is how the paper's generalisation claim is checked: the common policy that diffusion
+converges to should do well on tasks no learner trained on. Every (policy, task) pair runs
+`--episodes` simulators of one episode each, all stepped as one batch; the simulators of a task
+start from the same initial states whichever policy drives them (common random numbers), so
+policies are compared on equal terms.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import envs
+from diffdac import checkpoint
+from diffdac.config import TrainConfig
+from diffdac.errors import ConfigError
+from diffdac.normalize import CLIP, EPS
+from diffdac.population import Population
+from envs.acrobot import BatchedAcrobot, sample_acrobot_task
+from envs.factory import ACROBOT_FAMILIES, is_batched_acrobot
+
+AVERAGE = "average"
+EVAL_SEED_SALT = 0xE7A1  # eval episodes start from other initial states than training's
+# Held-out Acrobot tasks come from the other range than the run trained on.
+HELDOUT_ACROBOT = {
+    "diffdac/RandomExtremeAcrobot-v1": "diffdac/RandomNormalAcrobot-v1",
+    "diffdac/RandomNormalAcrobot-v1": "diffdac/RandomExtremeAcrobot-v1",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by diffdac train")
+    parser.add_argument("--checkpoint", default=None, help="env step count or file of a checkpoint (default: the newest)")
+    parser.add_argument("--tasks", default="train", help="train (the learners' own tasks), heldout (tasks no learner trained on: "
+                        "the other Acrobot range, or new task seeds), or a tasks.csv of Acrobot tasks (default: train)")
+    parser.add_argument("--episodes", type=int, default=5, help="episodes per policy and task (default: 5)")
+    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the most likely one")
+    parser.add_argument("--policies", choices=("all", "average", "learners"), default="all",
+                        help="every learner's policy and the network average, or one kind only (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes' initial states (default: 0)")
+    parser.add_argument("--out", default=None, help="CSV to write (default: RUN_DIR/eval.csv)")
+
+
+@dataclass
+class Policies:
+    """Stacked parameters and observation statistics of the policies to evaluate."""
+
+    names: list[str]
+    params: torch.Tensor  # [P, num_params]
+    obs_mean: torch.Tensor | None  # [P, D] float64
+    obs_var: torch.Tensor | None
+
+
+@dataclass
+class TaskSet:
+    """The tasks to evaluate on: an env id, one row of parameters per task, and how to build them."""
+
+    env_id: str
+    table: pd.DataFrame  # one row per task: task index + parameters
+    task_ids: list[int]  # ids whose task seeds give the tasks (gymnasium envs)
+    acrobot_tasks: list[dict] | None  # explicit tasks for the batched Acrobot
+
+
+def load_policies(run_dir: Path, config: TrainConfig, manifest: checkpoint.Manifest, which: str) -> Policies:
+    """Learners' parameters from the checkpoint, plus their average (parameters and normaliser statistics)."""
+    params = checkpoint.gather(run_dir, "params", manifest)
+    has_norm = "obs" in (config.normalize or ())
+    mean = checkpoint.gather(run_dir, "obs_norm.mean", manifest) if has_norm else None
+    var = checkpoint.gather(run_dir, "obs_norm.var", manifest) if has_norm else None
+    names = [f"learner {k}" for k in range(len(params))]
+    if which != "learners":
+        names.append(AVERAGE)
+        params = torch.cat([params, params.mean(0, keepdim=True)])
+        if has_norm:
+            mean, var = torch.cat([mean, mean.mean(0, keepdim=True)]), torch.cat([var, var.mean(0, keepdim=True)])
+    if which == "average":
+        names, params = names[-1:], params[-1:]
+        mean, var = (None, None) if not has_norm else (mean[-1:], var[-1:])
+    return Policies(names, params, mean, var)
+
+
+def task_set(config: TrainConfig, which: str) -> TaskSet:
+    """train: the learners' tasks; heldout: tasks nobody trained on; otherwise a tasks.csv file."""
+    n = config.num_learners
+    if which in ("train", "heldout"):
+        env_id = config.env
+        ids = list(range(n))
+        if which == "heldout":
+            if env_id in HELDOUT_ACROBOT:
+                env_id = HELDOUT_ACROBOT[env_id]
+            else:
+                ids = list(range(n, 2 * n))  # task seeds of learners the run never had
+        if is_batched_acrobot(env_id):
+            tasks = [sample_acrobot_task(ACROBOT_FAMILIES[env_id], envs.task_seed_for(config.seed, k)) for k in ids]
+            return TaskSet(env_id, _table(tasks), ids, tasks)
+        return TaskSet(env_id, pd.DataFrame({"task": range(len(ids))}), ids, None)
+    return _task_file(Path(which), config)
+
+
+def _task_file(path: Path, config: TrainConfig) -> TaskSet:
+    if not path.is_file():
+        raise ConfigError(f"--tasks takes train, heldout or a tasks.csv file; {path} is none of them")
+    if not is_batched_acrobot(config.env):
+        raise ConfigError("--tasks FILE holds Acrobot task parameters; for other envs use --tasks train or heldout")
+    frame = pd.read_csv(path)
+    missing = {"mass", "length", "inertia"} - set(frame.columns)
+    if missing:
+        raise ConfigError(f"{path} lacks the column(s) {', '.join(sorted(missing))} of an Acrobot tasks.csv")
+    tasks = frame[["mass", "length", "inertia"]].to_dict("records")
+    return TaskSet(config.env, _table(tasks), list(range(len(tasks))), tasks)
+
+
+def _table(tasks: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(tasks).rename_axis("task").reset_index()
+
+
+def run_episodes(config: TrainConfig, policies: Policies, tasks: TaskSet, episodes: int, stochastic: bool, seed: int) -> pd.DataFrame:
+    """One episode in each of episodes x (policy, task) simulators; returns one row per episode."""
+    num_p, num_t = len(policies.names), len(tasks.task_ids)
+    pair_task_ids = np.tile(np.asarray(tasks.task_ids), num_p)  # pair i = (policy i // T, task i % T)
+    eval_seed = int(envs.task_seed_for(seed, EVAL_SEED_SALT))
+    if tasks.acrobot_tasks is not None:
+        batch = BatchedAcrobot(tasks.acrobot_tasks * num_p, episodes, eval_seed, pair_task_ids)
+    else:
+        batch = envs.make_task_batch(tasks.env_id, config.seed, pair_task_ids, episodes)
+    pop = Population(batch.observation_space, batch.action_space, np.arange(num_p * num_t), config.hidden)
+    with torch.no_grad():
+        pop.flat.copy_(policies.params.repeat_interleave(num_t, 0))
+    returns, lengths = _play(batch, pop, policies, num_t, stochastic, seed)
+    batch.close()
+    rows = pd.DataFrame({
+        "policy": np.repeat(policies.names, num_t * episodes),
+        "task": np.tile(np.repeat(np.arange(num_t), episodes), num_p),
+        "episode": np.tile(np.arange(episodes), num_p * num_t),
+        "return": returns.reshape(-1),
+        "episode_length": lengths.reshape(-1),
+    })
+    return rows.merge(tasks.table, on="task", how="left").assign(env_id=tasks.env_id, stochastic=stochastic)
+
+
+def _play(batch: envs.TaskBatch, pop: Population, policies: Policies, num_t: int, stochastic: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step until every simulator has finished its first episode; later episodes are ignored."""
+    shape = (batch.num_learners, batch.envs_per_learner)
+    returns, lengths = np.zeros(shape), np.zeros(shape, dtype=np.int64)
+    finished = np.zeros(shape, dtype=bool)
+    obs, step = batch.reset(), 0
+    mean = None if policies.obs_mean is None else policies.obs_mean.repeat_interleave(num_t, 0).unsqueeze(1)
+    std = None if policies.obs_var is None else torch.sqrt(policies.obs_var.repeat_interleave(num_t, 0).unsqueeze(1) + EPS)
+    while not finished.all():
+        x = torch.as_tensor(obs, dtype=torch.float32)
+        if mean is not None:
+            x = ((x.double() - mean) / std).clamp(-CLIP, CLIP).float()
+        actions = pop.act(x, seed, step) if stochastic else pop.greedy(x)
+        result = batch.step(actions.numpy())
+        done = (result.terminated | result.truncated) & ~finished
+        returns[done], lengths[done] = result.episode_return[done], result.episode_length[done]
+        finished |= done
+        obs, step = result.obs, step + 1
+    return returns, lengths
+
+
+def summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation of the return per policy, over tasks and episodes."""
+    table = rows.groupby("policy", sort=False)["return"].agg(["mean", "std", "min", "max", "count"])
+    return table.rename(columns={"count": "episodes"})
+
+
+def main(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be a positive integer, got {args.episodes}")
+    config = TrainConfig.from_run(run_dir)
+    torch.set_num_threads(config.threads)
+    manifest = checkpoint.resolve(run_dir, args.checkpoint)
+    policies = load_policies(run_dir, config, manifest, args.policies)
+    tasks = task_set(config, args.tasks)
+    rows = run_episodes(config, policies, tasks, args.episodes, args.stochastic, args.seed)
+    out = Path(args.out) if args.out else run_dir / "eval.csv"
+    rows.assign(checkpoint_steps=manifest.steps).to_csv(out, index=False)
+    mode = "stochastic" if args.stochastic else "greedy"
+    print(f"{mode} policies of {run_dir} at step {manifest.steps} on {len(tasks.task_ids)} {args.tasks} tasks of {tasks.env_id}, "
+          f"{args.episodes} episodes each:")
+    print(_short(summary(rows)).to_string(float_format=lambda v: f"{v:.1f}"))
+    print(f"wrote {out}")
+    return 0
+
+
+def _short(table: pd.DataFrame) -> pd.DataFrame:
+    """The network average, then the learners summarised (mean, best, worst) when there are many."""
+    learners = table.drop(index=AVERAGE, errors="ignore")
+    if len(learners) <= 8:
+        return table
+    best, worst = learners["mean"].idxmax(), learners["mean"].idxmin()
+    parts = [table.loc[[AVERAGE]]] if AVERAGE in table.index else []
+    mean_row = learners.mean().to_frame(f"mean of {len(learners)} learners").T
+    parts += [mean_row, table.loc[[best]].rename(index={best: f"best: {best}"}), table.loc[[worst]].rename(index={worst: f"worst: {worst}"})]
+    return pd.concat(parts)

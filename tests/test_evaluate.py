@@ -1,0 +1,91 @@
+"""`diffdac eval`: learners' and network-average policies on training, held-out and listed tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from diffdac import TrainConfig, train
+from diffdac.cli import main
+
+
+def _exit_status(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return int(stop.code)
+
+
+def _run(root: Path, name: str, **overrides) -> Path:
+    options = dict(num_learners=3, envs_per_learner=2, hidden=16, total_steps=3000, log_dir=str(root / name), progress=False)
+    return train(TrainConfig(**{**options, **overrides}))
+
+
+@pytest.fixture(scope="module")
+def ring(tmp_path_factory) -> Path:
+    return _run(tmp_path_factory.mktemp("eval"), "ring", topology="ring", normalize=("obs",))
+
+
+def _eval(run_dir: Path, *args: str) -> pd.DataFrame:
+    out = run_dir / "test-eval.csv"
+    assert _exit_status(["eval", str(run_dir), "--episodes", "2", "--out", str(out), *args]) == 0
+    return pd.read_csv(out)
+
+
+def test_every_policy_plays_every_task_for_the_asked_episodes(ring, capsys):
+    rows = _eval(ring)
+    assert len(rows) == 4 * 3 * 2  # (3 learners + average) x 3 tasks x 2 episodes
+    assert list(rows["policy"].unique()) == ["learner 0", "learner 1", "learner 2", "average"]
+    assert ((rows["return"] >= -500) & (rows["return"] <= 0)).all()
+    assert (rows["episode_length"] == -rows["return"] + (rows["return"] > -500)).all()  # -1 per step, 0 at the goal
+    tasks = pd.read_csv(ring / "tasks.csv")
+    assert rows.groupby("task")["mass"].first().tolist() == tasks["mass"].tolist()
+    assert "average" in capsys.readouterr().out
+
+
+def test_greedy_evaluation_is_reproducible_and_stochastic_differs(ring):
+    greedy = _eval(ring)
+    pd.testing.assert_frame_equal(greedy, _eval(ring))
+    assert not greedy["return"].equals(_eval(ring, "--stochastic")["return"])
+
+
+def test_with_consensus_the_average_policy_is_every_learners_policy(tmp_path):
+    run_dir = _run(tmp_path, "full", topology="full")  # uniform weights on a full graph: one step to consensus
+    rows = _eval(run_dir).set_index(["policy", "task", "episode"])["return"]
+    for learner in range(3):
+        assert rows.loc[f"learner {learner}"].equals(rows.loc["average"])
+
+
+def test_heldout_acrobot_tasks_come_from_the_other_range(ring):
+    rows = _eval(ring, "--tasks", "heldout", "--policies", "average")
+    assert set(rows["env_id"]) == {"diffdac/RandomNormalAcrobot-v1"} and set(rows["policy"]) == {"average"}
+    assert rows["mass"].between(0.75, 1.25).all()
+
+
+def test_a_tasks_file_gives_the_same_episodes_as_those_tasks(ring):
+    listed = _eval(ring, "--tasks", str(ring / "tasks.csv"))
+    pd.testing.assert_series_equal(listed["return"], _eval(ring)["return"])
+
+
+def test_other_gymnasium_ids_evaluate_on_new_task_seeds(tmp_path):
+    run_dir = _run(tmp_path, "cartpole", env="CartPole-v1", num_learners=2, total_steps=1000)
+    rows = _eval(run_dir, "--tasks", "heldout")
+    assert len(rows) == 3 * 2 * 2 and (rows["return"] > 0).all()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--tasks", "nowhere.csv"], "--tasks takes train, heldout or a tasks.csv"),
+    (["--checkpoint", "123"], "no checkpoint '123'"),
+    (["--episodes", "0"], "--episodes must be a positive integer"),
+])
+def test_bad_eval_input_is_one_line_and_exit_2(ring, capsys, args, expected):
+    assert _exit_status(["eval", str(ring), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+
+
+def test_eval_of_a_directory_that_is_not_a_run_is_refused(tmp_path, capsys):
+    assert _exit_status(["eval", str(tmp_path)]) == 2
+    assert "is not a diffdac run" in capsys.readouterr().err
