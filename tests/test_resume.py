@@ -155,3 +155,17 @@ def test_a_huge_learning_rate_stops_with_the_non_finite_message(tmp_path, capsys
     assert f"last good checkpoint is at step {last.steps}" in err[0]
     assert torch.isfinite(checkpoint.gather(run_dir)).all()  # the checkpoint kept holds no NaN
     assert json.loads((run_dir / "config.json").read_text())["lr"] == 1e30
+
+
+def test_gymnasium_tasks_resume_with_new_episodes_and_no_episode_twice(tmp_path):
+    """Vector envs cannot restore their simulators: the episodes running at the checkpoint are dropped."""
+    run_dir = train(_config(tmp_path / "run", env="CartPole-v1", total_steps=8000))
+    whole = _episodes(run_dir)
+    at_4000 = torch.load(checkpoint.rank_path(run_dir, 4000, 0), weights_only=False)["loop"]["monitor_rows"]
+    checkpoint.manifest_path(run_dir, 8000).unlink()
+    assert _exit_status(["train", "--resume", "--log-dir", str(run_dir), "--no-progress"]) == 0
+    resumed = _episodes(run_dir)
+    for (name, before), rows in zip(whole.items(), (n for row in at_4000 for n in row), strict=True):
+        after = resumed[name]
+        pd.testing.assert_frame_equal(after.iloc[:rows], before.iloc[:rows])  # kept up to the checkpoint
+        assert after["l"].sum() <= 8000 // 8 and after["l"].iloc[rows:].sum() <= 4000 // 8  # nothing counted twice
