@@ -31,6 +31,7 @@ from diffdac.config import TrainConfig
 
 PAPER = {"num_learners": 25, "envs_per_learner": 1, "steps_per_update": 5}
 ENV = "diffdac/RandomExtremeAcrobot-v1"
+DISPLAY = {"none": "isolated (none)"}  # curve names where the variant's name alone would puzzle a reader
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,10 @@ def report(args: argparse.Namespace, todo: list[Job], wall: float) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     run_dirs = [args.runs_dir / job.name for job in todo]
     figure, table_csv = args.out_dir / "ring_vs_full.png", args.out_dir / "ring_vs_full.csv"
+    labels = [option for name, _, _ in variants(args) for option in ("--label", DISPLAY.get(name, name))]
+    title = f"{ENV}: {args.num_learners} learners x {args.envs_per_learner} sim, {args.steps_per_update} steps/update"
     status = cli.main(["plot", *map(str, run_dirs), "--out", str(figure), "--csv", str(table_csv), "--disagreement",
-                       "--bin-steps", str(args.bin_steps), "--threshold", str(args.threshold)])
+                       "--bin-steps", str(args.bin_steps), "--threshold", str(args.threshold), "--title", title, *labels])
     if status != 0:
         raise SystemExit(status)
     text = results_markdown(args, pd.read_csv(table_csv), run_seconds(run_dirs), wall)
