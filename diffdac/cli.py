@@ -85,11 +85,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run_train(args: argparse.Namespace) -> int:
     from diffdac.distributed import connect
+    from diffdac.methods import communication
     from diffdac.train import prepare, train
 
     config = config_from_args(args)
     config, graph, _ = prepare(config)  # bad input ends every rank before any of them waits on a rendezvous
-    with connect(config, graph) as comm:
+    with connect(config, communication(config, graph)) as comm:
         train(config, comm)
     return 0
 

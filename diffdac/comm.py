@@ -29,12 +29,16 @@ class Communicator(Protocol):
     rank: int
     world_size: int
 
-    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray) -> torch.Tensor:
-        """This block's rows `[K, X]` -> rows of `buffer_ids` `[M, X]`, neighbours' included."""
+    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray, graph: int = 0) -> torch.Tensor:
+        """This block's rows `[K, X]` -> rows of `buffer_ids` `[M, X]` over communication graph `graph`."""
+        ...
+
+    def all_gather(self, block: torch.Tensor) -> torch.Tensor:
+        """Every learner's row `[N, X]` in learner order (centralised A2C's gradient average)."""
         ...
 
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Elementwise sum over all ranks, for logging statistics only (never in the training path)."""
+        """Elementwise sum over all ranks, for logging statistics only (its order of addition depends on the layout)."""
         ...
 
     def gather_objects(self, obj: Any) -> list[Any]:
@@ -52,8 +56,11 @@ class LocalCommunicator:
     rank = 0
     world_size = 1
 
-    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray) -> torch.Tensor:
+    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray, graph: int = 0) -> torch.Tensor:
         # One process hosts every learner, so the buffer is the block itself.
+        return block
+
+    def all_gather(self, block: torch.Tensor) -> torch.Tensor:
         return block
 
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:

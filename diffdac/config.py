@@ -13,6 +13,7 @@ from diffdac.errors import ConfigError, ResumeError
 
 NORMALIZE_CHOICES = ("obs", "reward")
 DEVICES = ("cpu", "cuda")
+METHODS = ("diff-a2c", "centralized", "isolated", "gala")
 BACKENDS = ("gloo", "nccl")
 
 
@@ -25,6 +26,7 @@ def opt(default: Any, doc: str, **kwargs: Any) -> Any:
 class TrainConfig:
     """Every option of `diffdac train`; `diffdac.train(config)` runs it."""
 
+    method: str = opt("diff-a2c", "diff-a2c (adapt, then combine with the graph's neighbours), centralized (one A2C on all learners' gradients), isolated (no communication) or gala (push-sum gossip, GALA-A2C)")
     env: str = opt("diffdac/RandomExtremeAcrobot-v1", "gymnasium id of the task family; each learner gets its own variant")
     num_learners: int = opt(8, "number of actor-learners in the graph")
     topology: str | None = opt("ring", "named graph: ring, full, star, line, grid, none, erdos-renyi")
@@ -47,6 +49,10 @@ class TrainConfig:
     separate_init: bool = opt(False, "give every learner its own initial parameters instead of one shared draw")
     normalize: tuple[str, ...] | None = opt(None, "running normalisation per learner: obs, reward, obs,reward or none; unset means obs,reward for MuJoCo tasks and none otherwise", choices=NORMALIZE_CHOICES)
     local_normalizer: bool = opt(False, "keep normaliser statistics local instead of diffusing them with the parameters")
+    peers_per_round: int = opt(1, "gala: peers each learner pushes to per round on the time-varying exponential graph")
+    link_drop: float = opt(0.0, "diff-a2c: probability that a link fails in a combine round (both directions; weights renormalised over the links that work)")
+    max_staleness: int = opt(0, "diff-a2c: a neighbour's parameters may be up to this many combine rounds old (delays drawn from the seed)")
+    fail_learner: tuple[str, ...] = opt((), "diff-a2c: LEARNER@STEP[,LEARNER@STEP...]: the learner stops at that env step and leaves the graph")
     seed: int = opt(0, "seed of tasks, initial parameters, actions and resets")
     log_dir: str | None = opt(None, "run directory; default runs/<env>-<topology>-s<seed>-<time>")
     overwrite: bool = opt(False, "replace a run directory that already holds a run")
@@ -88,9 +94,40 @@ class TrainConfig:
             raise ConfigError(f"--dist-timeout must be a positive number of seconds, got {self.dist_timeout!r}")
         if self.topology is None and self.adjacency is None:
             raise ConfigError("give a graph: --topology NAME or --adjacency MATRIX_OR_FILE")
+        self._validate_method()
         if self.resume and not self.log_dir:
             raise ConfigError("--resume continues a run in place: give its directory with --log-dir DIR")
         return self
+
+    def _validate_method(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown --method {self.method!r}: choose one of {', '.join(METHODS)}")
+        if not isinstance(self.link_drop, (int, float)) or not 0 <= self.link_drop <= 1:
+            raise ConfigError(f"--link-drop is a probability in [0, 1], got {self.link_drop!r}")
+        if not isinstance(self.max_staleness, int) or self.max_staleness < 0:
+            raise ConfigError(f"--max-staleness must be an integer >= 0, got {self.max_staleness!r}")
+        if not isinstance(self.peers_per_round, int) or self.peers_per_round < 1:
+            raise ConfigError(f"--peers-per-round must be a positive integer, got {self.peers_per_round!r}")
+        failures = self.failures()
+        faults = [f for f, on in (("--link-drop", self.link_drop > 0), ("--max-staleness", self.max_staleness > 0), ("--fail-learner", failures)) if on]
+        if faults and self.method != "diff-a2c":
+            raise ConfigError(f"{', '.join(faults)} model faults of diffusion: use them with --method diff-a2c, not {self.method}")
+        if self.method == "gala" and self.peers_per_round > max(1, math.ceil(math.log2(self.num_learners))):
+            raise ConfigError(f"--peers-per-round {self.peers_per_round} exceeds the {math.ceil(math.log2(self.num_learners))} distinct peers of the exponential graph on {self.num_learners} learners")
+
+    def failures(self) -> dict[int, int]:
+        """--fail-learner as {learner: env step}, refusing learners outside 0..N-1 and bad syntax."""
+        out: dict[int, int] = {}
+        for item in self.fail_learner:
+            learner, _, step = item.partition("@")
+            try:
+                k, s = int(learner), int(step)
+            except ValueError:
+                raise ConfigError(f"--fail-learner takes LEARNER@STEP such as 3@100000, got {item!r}") from None
+            if not 0 <= k < self.num_learners or s < 0:
+                raise ConfigError(f"--fail-learner {item}: the learner must be in 0..{self.num_learners - 1} and the step >= 0")
+            out[k] = s
+        return out
 
     def differences(self, other: "TrainConfig") -> list[str]:
         """Options (as flags) whose values differ, leaving out those a resumed run may change."""

@@ -24,16 +24,7 @@ class Combiner:
         self.buffer_ids = np.union1d(local_ids, src)
         row = np.searchsorted(local_ids, dst)  # local_ids ascending: a contiguous block
         col = np.searchsorted(self.buffer_ids, src)
-        order = np.lexsort((col, row))
-        row, col, weight = row[order], col[order], weight[order]
-        crow = np.zeros(len(local_ids) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(row, minlength=len(local_ids)), out=crow[1:])
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            self.matrix = torch.sparse_csr_tensor(
-                torch.from_numpy(crow), torch.from_numpy(col.astype(np.int64)), torch.from_numpy(weight.astype(np.float64)),
-                size=(len(local_ids), len(self.buffer_ids)), device=device, check_invariants=True,
-            )
+        self.matrix = csr_matrix(row, col, weight, (len(local_ids), len(self.buffer_ids)), device, check=True)
         self._matrices: dict[torch.dtype, torch.Tensor] = {torch.float64: self.matrix}
         self.local_positions = torch.from_numpy(np.searchsorted(self.buffer_ids, local_ids)).to(device)
 
@@ -48,6 +39,20 @@ class Combiner:
         if matrix is None:
             matrix = self._matrices[buffer.dtype] = self.matrix.to(buffer.dtype)
         return matrix @ buffer
+
+
+def csr_matrix(row: np.ndarray, col: np.ndarray, weight: np.ndarray, size: tuple[int, int], device: torch.device | str, check: bool = False) -> torch.Tensor:
+    """A float64 CSR matrix from COO entries, each row's entries in ascending column order: one canonical sum."""
+    order = np.lexsort((col, row))
+    row, col, weight = row[order], col[order], weight[order]
+    crow = np.zeros(size[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row, minlength=size[0]), out=crow[1:])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(crow), torch.from_numpy(np.asarray(col, dtype=np.int64)), torch.from_numpy(np.asarray(weight, dtype=np.float64)),
+            size=size, device=device, check_invariants=check,
+        )
 
 
 def disagreement(block: torch.Tensor, all_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> float:

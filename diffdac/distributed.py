@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-import networkx as nx
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -57,9 +56,8 @@ class ExchangePlan:
 
     @property
     def peers(self) -> list[int]:
-        """Ranks this rank talks to, ascending: the order of every exchange (edges are undirected, so
-        a rank receives from exactly the ranks it sends to)."""
-        return sorted(self.sends)
+        """Ranks this rank sends to or receives from, ascending: the order of every exchange."""
+        return sorted(set(self.sends) | set(self.recvs))
 
     @property
     def available_ids(self) -> np.ndarray:
@@ -67,26 +65,31 @@ class ExchangePlan:
 
         Blocks are contiguous and ordered by rank, so concatenating in rank order is already sorted.
         """
-        before = [self.recvs[p] for p in self.peers if p < self.rank]
-        after = [self.recvs[p] for p in self.peers if p > self.rank]
+        before = [self.recvs[p] for p in self.peers if p < self.rank and p in self.recvs]
+        after = [self.recvs[p] for p in self.peers if p > self.rank and p in self.recvs]
         return np.concatenate([*before, self.local_ids, *after]).astype(np.int64)
 
 
 def plan_exchange(edges: Iterable[tuple[int, int]], num_learners: int, world_size: int, rank: int) -> ExchangePlan:
-    """The rows `rank` sends to and receives from each peer, from the undirected edges of the graph."""
+    """The rows `rank` sends to and receives from each peer, from the undirected edges of a graph."""
+    pairs = np.array([(u, v) for u, v in edges], dtype=np.int64).reshape(-1, 2)
+    return plan_reads(np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]]), num_learners, world_size, rank)
+
+
+def plan_reads(src: np.ndarray, dst: np.ndarray, num_learners: int, world_size: int, rank: int) -> ExchangePlan:
+    """The same from directed reads: learner dst[i] reads learner src[i]'s row (push-sum gossip is one-way)."""
     blocks = [learner_block(r, world_size, num_learners) for r in range(world_size)]
     owner = np.repeat(np.arange(world_size), [len(b) for b in blocks])
     local_ids = blocks[rank]
     sends: dict[int, set[int]] = defaultdict(set)
     recvs: dict[int, set[int]] = defaultdict(set)
-    for u, v in edges:
-        for reader, row in ((u, v), (v, u)):
-            if owner[row] == owner[reader]:
-                continue
-            if owner[row] == rank:
-                sends[int(owner[reader])].add(int(row))
-            if owner[reader] == rank:
-                recvs[int(owner[row])].add(int(row))
+    for row, reader in zip(np.asarray(src).tolist(), np.asarray(dst).tolist()):
+        if owner[row] == owner[reader]:
+            continue
+        if owner[row] == rank:
+            sends[int(owner[reader])].add(row)
+        if owner[reader] == rank:
+            recvs[int(owner[row])].add(row)
     return ExchangePlan(
         rank=rank,
         local_ids=local_ids,
@@ -110,14 +113,13 @@ class DistributedCommunicator:
     blocking sequence cannot deadlock, and it avoids batch_isend_irecv, which hangs on gloo.
     """
 
-    def __init__(self, plan: ExchangePlan, backend: str, local_rank: int) -> None:
+    def __init__(self, plans: list[ExchangePlan], num_learners: int, backend: str, local_rank: int) -> None:
         self.rank = dist.get_rank()
+        self.num_learners = num_learners
         self.world_size = dist.get_world_size()
-        self.plan = plan
+        self.plans = plans
         self.backend = backend
         self.local_rank = local_rank
-        self._available = plan.available_ids
-        self._send_rows = {peer: torch.from_numpy(rows) for peer, rows in plan.sends.items()}
 
     def _guard(self, peer: int | None, action: Callable[[], T]) -> T:
         """Run a message or collective; a backend failure becomes one PeerLost naming the peer."""
@@ -131,28 +133,42 @@ class DistributedCommunicator:
         device = torch.device("cpu") if self.backend == "gloo" else tensor.device
         return tensor.to(device).contiguous()
 
-    def _swap(self, peer: int, outgoing: torch.Tensor, incoming: torch.Tensor) -> None:
-        """One pair's messages, lower rank sending first; each waited on before the next."""
+    def _swap(self, peer: int, outgoing: torch.Tensor | None, incoming: torch.Tensor | None) -> None:
+        """One pair's messages (either may be absent), lower rank sending first; each waited on before the next."""
         ops = [(dist.isend, outgoing), (dist.irecv, incoming)]
         for op, tensor in ops if self.rank < peer else ops[::-1]:
-            self._guard(peer, lambda: op(tensor, peer).wait())
+            if tensor is not None:
+                self._guard(peer, lambda: op(tensor, peer).wait())
 
-    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray) -> torch.Tensor:
+    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray, graph: int = 0) -> torch.Tensor:
         """This block's rows `[K, X]` -> rows of `buffer_ids` `[M, X]`, neighbours' fetched from their ranks.
 
-        `buffer_ids` must be the closed neighbourhood of the block (the Combiner's buffer): the
-        plan was made from the same graph, so any other request is a programming error.
+        `graph` picks one of the communication graphs the plans were made from (GALA has one per
+        round); `buffer_ids` must be what that plan yields, or it is a programming error.
         """
-        if not np.array_equal(buffer_ids, self._available):
-            raise ValueError(f"rank {self.rank} was asked for learners {np.asarray(buffer_ids).tolist()}, its plan moves {self._available.tolist()}")
+        plan = self.plans[graph]
+        if not np.array_equal(buffer_ids, plan.available_ids):
+            raise ValueError(f"rank {self.rank} was asked for learners {np.asarray(buffer_ids).tolist()}, its plan moves {plan.available_ids.tolist()}")
         source = self._transport(block)
         pieces: dict[int, torch.Tensor] = {self.rank: source}
-        for peer in self.plan.peers:
-            outgoing = source[self._send_rows[peer].to(source.device)]
-            incoming = source.new_empty((len(self.plan.recvs[peer]), *source.shape[1:]))
+        for peer in plan.peers:
+            rows = plan.sends.get(peer)
+            outgoing = None if rows is None else source[torch.from_numpy(rows).to(source.device)]
+            incoming = None if peer not in plan.recvs else source.new_empty((len(plan.recvs[peer]), *source.shape[1:]))
             self._swap(peer, outgoing, incoming)
-            pieces[peer] = incoming
+            if incoming is not None:
+                pieces[peer] = incoming
         return torch.cat([pieces[r] for r in sorted(pieces)]).to(block.device)
+
+    def all_gather(self, block: torch.Tensor) -> torch.Tensor:
+        """Every learner's row `[N, X]` in learner order (blocks padded to one size, as all_gather needs)."""
+        sizes = [len(learner_block(r, self.world_size, self.num_learners)) for r in range(self.world_size)]
+        source = self._transport(block)
+        padded = source.new_zeros((max(sizes), *source.shape[1:]))
+        padded[: len(source)] = source
+        out = [torch.empty_like(padded) for _ in sizes]
+        self._guard(None, lambda: dist.all_gather(out, padded))
+        return torch.cat([piece[:n] for piece, n in zip(out, sizes)]).to(block.device)
 
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         reduced = self._transport(tensor).clone()
@@ -187,8 +203,11 @@ def _world_from_env(num_learners: int) -> tuple[int, int, int]:
 
 
 @contextmanager
-def connect(config: TrainConfig, graph: nx.Graph) -> Iterator[Communicator]:
+def connect(config: TrainConfig, reads: list[tuple[np.ndarray, np.ndarray]]) -> Iterator[Communicator]:
     """The communicator of this process: LocalCommunicator without torchrun, else a rank of the world.
+
+    `reads` are the communication graphs of the method (directed: dst reads src), one exchange
+    plan each (see diffdac.methods.communication).
 
     The process group is torn down after a clean run only: after a lost peer, teardown could
     wait on that peer again, and the process is about to exit anyway.
@@ -204,8 +223,8 @@ def connect(config: TrainConfig, graph: nx.Graph) -> Iterator[Communicator]:
         dist.init_process_group(backend, timeout=timedelta(seconds=config.dist_timeout))
     except RuntimeError as err:
         raise TrainingError(f"rank {rank} could not join the world of {world_size} processes: {_one_line(err)}") from None
-    plan = plan_exchange(graph.edges(), config.num_learners, world_size, rank)
-    comm = DistributedCommunicator(plan, backend, local_rank)
+    plans = [plan_reads(src, dst, config.num_learners, world_size, rank) for src, dst in reads]
+    comm = DistributedCommunicator(plans, config.num_learners, backend, local_rank)
     yield comm
     comm.barrier()  # no rank tears its connections down while a peer still reads from them
     dist.destroy_process_group()

@@ -16,7 +16,7 @@ from diffdac.errors import ResumeError
 
 PROGRESS_COLUMNS = (
     "steps", "updates", "time", "mean_return", "episodes", "policy_loss", "value_loss", "entropy",
-    "disagreement", "steps_per_s",
+    "disagreement", "learners", "links", "steps_per_s",
 )
 
 

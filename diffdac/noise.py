@@ -14,6 +14,8 @@ _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 # Streams: one per kind of draw, so adding a draw never shifts another.
 ACTION = 1
 INIT = 0x1A17
+LINK_DROP = 0x11D0  # per (undirected link, combine round)
+DELAY = 0xDE1A  # per (directed link, combine round)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

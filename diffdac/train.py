@@ -23,10 +23,11 @@ from diffdac import __version__, checkpoint
 from diffdac.a2c import A2CLoss, a2c_loss, bootstrap_truncations, compute_returns
 from diffdac.comm import Communicator, LocalCommunicator, check_world_size, learner_block
 from diffdac.config import NORMALIZE_CHOICES, TrainConfig, read_run_config
-from diffdac.diffusion import Combiner, disagreement
+from diffdac.diffusion import disagreement
 from diffdac.distributed import PeerLost
 from diffdac.errors import ConfigError, ResumeError, TrainingError
 from diffdac.logs import MonitorSet, ProgressFile, write_json, write_matrix, write_tasks
+from diffdac.methods import combination_matrix, logged_graph, make_mixer
 from diffdac.normalize import RunningNorm
 from diffdac.population import Population
 
@@ -71,8 +72,8 @@ class Learners:
             tasks.observation_space, tasks.action_space, learner_ids, config.hidden, config.seed, config.separate_init, self.device
         )
         self.optimizer = torch.optim.RMSprop([self.pop.flat], lr=config.lr, alpha=config.rms_alpha, eps=config.rms_eps)
-        src, dst, weight = topologies.combination_weights(graph, config.weights)
-        self.combiner = Combiner(src, dst, weight, learner_ids, self.device)
+        self.mixer = make_mixer(config, comm, learner_ids, self.device, graph)
+        self.mixer.start(self.pop.flat)
         k, e = len(learner_ids), config.envs_per_learner
         self.obs_norm = RunningNorm(k, (self.pop.obs_dim,), self.device) if "obs" in config.normalize else None
         self.ret_norm = RunningNorm(k, (), self.device) if "reward" in config.normalize else None
@@ -80,6 +81,13 @@ class Learners:
         self.rollout = Rollout.allocate(self.pop, config.steps_per_update, e, self.device)
         self.obs = self._tensor(tasks.reset())
         self.updates = 0
+        self.steps_per_update = config.num_learners * e * config.steps_per_update
+        self.alive = np.ones(k, dtype=bool)
+
+    @property
+    def steps(self) -> int:
+        """Env steps of the whole network so far."""
+        return self.updates * self.steps_per_update
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, dtype=torch.float32, device=self.device)
@@ -99,6 +107,10 @@ class Learners:
     def collect(self, monitors: MonitorSet, stats: "EpisodeStats") -> None:
         """Step every simulator `steps_per_update` times with actions drawn from keyed noise."""
         ro, cfg = self.rollout, self.config
+        alive = self.mixer.alive(self.steps)
+        for k in self.learner_ids[self.alive & ~alive]:
+            print(f"diffdac: learner {k} left the graph at step {self.steps} (--fail-learner)")
+        self.alive = alive
         for t in range(cfg.steps_per_update):
             if self.obs_norm is not None:
                 self.obs_norm.update(self.obs)
@@ -113,7 +125,7 @@ class Learners:
             ro.rewards[t] = self._scale_rewards(self._tensor(result.reward), ro.dones[t])
             if result.truncated.any():
                 ro.final_obs[:, t] = self._policy_input(self._tensor(result.final_obs))
-            stats.extend(monitors.record(result.episode_return, result.episode_length, done))
+            stats.extend(monitors.record(result.episode_return, result.episode_length, done & self.alive[:, None]))
             self.obs = self._tensor(result.obs)
 
     def adapt(self) -> A2CLoss:
@@ -140,6 +152,9 @@ class Learners:
         self.optimizer.zero_grad(set_to_none=False)
         loss.total.sum().backward()
         self._check_finite(pop.flat.grad, "gradient")
+        self.mixer.reduce_gradient(pop.flat.grad)
+        if not self.alive.all():  # a departed learner's parameters stay as they were
+            pop.flat.grad[torch.from_numpy(~self.alive).to(self.device)] = 0.0
         if cfg.max_grad_norm > 0:
             clip_per_learner(pop.flat.grad, cfg.max_grad_norm)
         self.optimizer.step()
@@ -154,12 +169,14 @@ class Learners:
             raise TrainingError(f"learner {learner} has non-finite {what} at update {self.updates + 1}: lower --lr or --max-grad-norm")
 
     @torch.no_grad()
-    def combine(self) -> None:
-        """Replace every learner's parameters (and shared normaliser statistics) by its neighbourhood's combination."""
-        ids = self.combiner.buffer_ids
-        self.pop.flat.copy_(self.combiner.combine(self.comm.exchange(self.pop.flat.detach(), ids)))
-        for norm in self._diffused_norms():
-            norm.load_state([self.combiner.combine(self.comm.exchange(block, ids)) for block in norm.state()])
+    def combine(self, round_index: int) -> None:
+        """Replace every learner's parameters (and shared normaliser statistics) as the method mixes them."""
+        norms = self._diffused_norms()
+        blocks = [self.pop.flat.detach()] + [block for norm in norms for block in norm.state()]
+        mixed = self.mixer.combine(round_index, self.steps, blocks)
+        self.pop.flat.copy_(mixed[0])
+        for i, norm in enumerate(norms):
+            norm.load_state(mixed[1 + 2 * i : 3 + 2 * i])
 
     def _diffused_norms(self) -> list[RunningNorm]:
         if self.config.local_normalizer:
@@ -167,7 +184,8 @@ class Learners:
         return [n for n in (self.obs_norm, self.ret_norm) if n is not None]
 
     def disagreement(self) -> float:
-        return disagreement(self.pop.flat.detach(), self.comm.all_sum)
+        """Over the learners still in the graph: a departed learner's frozen parameters are not a disagreement."""
+        return disagreement(self.pop.flat.detach()[torch.from_numpy(self.alive).to(self.device)], self.comm.all_sum)
 
     def state_dict(self) -> dict:
         """Everything that makes the next update the same as in an uninterrupted run."""
@@ -182,6 +200,7 @@ class Learners:
             "obs": self.obs.cpu(),
             "updates": self.updates,
             "tasks": None if tasks is None else tasks(),
+            "mixer": self.mixer.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -196,6 +215,7 @@ class Learners:
                 norm.load_state_dict(state[key])
         self.discounted = state["discounted"].to(self.device)
         self.updates = state["updates"]
+        self.mixer.load_state_dict(state["mixer"])
         if state["tasks"] is not None and hasattr(self.tasks, "load_state_dict"):
             self.tasks.load_state_dict(state["tasks"])
             self.obs = state["obs"].to(self.device)
@@ -291,8 +311,8 @@ def write_run_files(run_dir: Path, config: TrainConfig, graph: nx.Graph, tasks: 
     run_dir.mkdir(parents=True, exist_ok=True)
     stored = {k: v for k, v in config.to_dict().items() if k not in ("resume", "overwrite")}
     write_json(run_dir / "config.json", {**stored, "version": __version__, "world_size": world_size})
-    write_matrix(run_dir / "topology.csv", nx.to_numpy_array(graph, nodelist=range(config.num_learners), dtype=int))
-    write_matrix(run_dir / "combination.csv", topologies.dense_combination_matrix(graph, config.weights))
+    write_matrix(run_dir / "topology.csv", nx.to_numpy_array(logged_graph(config, graph), nodelist=range(config.num_learners), dtype=int))
+    write_matrix(run_dir / "combination.csv", combination_matrix(config, graph))
     write_tasks(run_dir / "tasks.csv", config.env, range(config.num_learners), tasks)
 
 
@@ -314,7 +334,7 @@ def train(config: TrainConfig, comm: Communicator | None = None) -> Path:
     learner_ids = learner_block(comm.rank, comm.world_size, config.num_learners)
     tasks = make_tasks(config, learner_ids)
     warning = topologies.disconnection_warning(graph)
-    if warning and config.topology != "none" and comm.rank == 0 and manifest is None:
+    if warning and config.topology != "none" and config.method == "diff-a2c" and comm.rank == 0 and manifest is None:
         print(f"diffdac: warning: {warning}")
     torch.set_num_threads(config.threads)
     learners = Learners(config, graph, comm, tasks, learner_ids)
@@ -379,7 +399,7 @@ def run_loop(learners: Learners, run_dir: Path, state: LoopState) -> None:
             learners.collect(monitors, stats)
             loss = learners.adapt()
             if update % cfg.combine_every == 0:
-                learners.combine()
+                learners.combine(update // cfg.combine_every - 1)
             bar.update(steps_per_update)
             steps = update * steps_per_update
             if steps >= state.next_log or update == num_updates:
@@ -434,10 +454,11 @@ class EpisodeStats:
 def progress_row(learners: Learners, loss: A2CLoss, stats: EpisodeStats, steps: int, update: int, elapsed: float) -> dict[str, float]:
     """One progress.csv row; sums over processes so every rank contributes its learners."""
     local = torch.tensor(
-        [sum(stats.recent), len(stats.recent), stats.count, float(loss.policy.sum()), float(loss.value.sum()), float(loss.entropy.sum())],
+        [sum(stats.recent), len(stats.recent), stats.count, float(loss.policy.sum()), float(loss.value.sum()), float(loss.entropy.sum()),
+         float(learners.alive.sum())],
         dtype=torch.float64,
     )
-    ret_sum, ret_count, episodes, policy, value, entropy = learners.comm.all_sum(local.to(learners.device)).tolist()
+    ret_sum, ret_count, episodes, policy, value, entropy, alive = learners.comm.all_sum(local.to(learners.device)).tolist()
     n = learners.config.num_learners
     return {
         "steps": steps,
@@ -449,5 +470,7 @@ def progress_row(learners: Learners, loss: A2CLoss, stats: EpisodeStats, steps: 
         "value_loss": value / n,
         "entropy": entropy / n,
         "disagreement": learners.disagreement(),
+        "learners": int(alive),
+        "links": learners.mixer.links,
         "steps_per_s": round(steps / max(elapsed, 1e-9), 1),
     }

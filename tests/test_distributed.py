@@ -253,3 +253,20 @@ def test_a_killed_world_resumes_under_torchrun_to_the_one_process_run(tmp_path, 
     outputs = [proc.communicate(timeout=120)[0] for proc in resumed]
     assert [proc.returncode for proc in resumed] == [0, 0], outputs
     _assert_same_run(reference, run_dir)
+
+
+@pytest.mark.parametrize("method", [
+    ("--method", "centralized"),
+    ("--method", "isolated"),
+    ("--method", "gala", "--peers-per-round", "2"),
+    ("--link-drop", "0.3", "--max-staleness", "2", "--fail-learner", "3@2500"),
+])
+def test_each_method_gives_the_same_numbers_in_one_and_two_processes(tmp_path, launched, method):
+    reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *method))))
+    procs = _launch(tmp_path / "run", 2, *method)
+    launched.extend(procs)
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    _assert_same_run(reference, tmp_path / "run")
+    progress = [pd.read_csv(d / "progress.csv").drop(columns=["time", "steps_per_s"]) for d in (reference, tmp_path / "run")]
+    pd.testing.assert_frame_equal(*progress)

@@ -8,7 +8,9 @@ from topologies.combination import (
     combination_weights,
     dense_combination_matrix,
     describe,
+    directed_edges,
     second_largest_eigenvalue_modulus,
+    weights_from_edges,
 )
 from topologies.errors import TopologyError
 from topologies.graphs import (
@@ -30,6 +32,7 @@ __all__ = [
     "combination_weights",
     "dense_combination_matrix",
     "describe",
+    "directed_edges",
     "disconnection_warning",
     "graph_from_adjacency",
     "grid_shape",
@@ -37,4 +40,5 @@ __all__ = [
     "resolve_graph",
     "second_largest_eigenvalue_modulus",
     "validate_adjacency",
+    "weights_from_edges",
 ]

@@ -31,9 +31,18 @@ def combination_weights(g: nx.Graph, rule: str) -> tuple[np.ndarray, np.ndarray,
     (symmetric and doubly stochastic, so the fixed point is the exact network average).
     Cost O(N + edges).
     """
-    _check_rule(rule)
     n = _num_learners(g)
-    src, dst = _directed_edges(g)
+    src, dst = directed_edges(g)
+    return weights_from_edges(src, dst, n, rule)
+
+
+def weights_from_edges(src: np.ndarray, dst: np.ndarray, n: int, rule: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`combination_weights` from both directions of each edge (no self-loops) of a graph on n nodes.
+
+    Vectorised, so a trainer can re-weight every round over the links that work (dropped links,
+    departed learners) without building a graph; a node without links keeps weight 1 on itself.
+    """
+    _check_rule(rule)
     deg = np.bincount(dst, minlength=n)
     loops = np.arange(n, dtype=np.int64)
     if rule == "uniform":
@@ -67,7 +76,7 @@ def _num_learners(g: nx.Graph) -> int:
     return n
 
 
-def _directed_edges(g: nx.Graph) -> tuple[np.ndarray, np.ndarray]:
+def directed_edges(g: nx.Graph) -> tuple[np.ndarray, np.ndarray]:
     """Both directions of every edge, self-loops dropped (the rules add the self weight)."""
     pairs = np.array([(u, v) for u, v in g.edges if u != v], dtype=np.int64).reshape(-1, 2)
     src = np.concatenate([pairs[:, 0], pairs[:, 1]])
