@@ -27,17 +27,17 @@ FORMATS = (".png", ".pdf", ".svg")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `diffdac plot`."""
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories of diffdac train, finished or still running")
-    parser.add_argument("--out", type=Path, default=None, help="figure to write: .png, .pdf or .svg")
-    parser.add_argument("--bin-steps", type=int, default=20_000, help="smoothing: mean return of the episodes that ended in each bin of this many env steps")
-    parser.add_argument("--x", choices=("steps", "time"), default="steps", help="x axis: total env steps, or wall-clock seconds since the run started")
+    parser.add_argument("--out", type=Path, default=None, metavar="FIGURE", help="figure to write: .png, .pdf or .svg")
+    parser.add_argument("--bin-steps", type=int, default=20_000, metavar="W", help="smoothing: mean return of the episodes that ended in each bin of W env steps (default 20000)")
+    parser.add_argument("--x", choices=("steps", "time"), default="steps", help="x axis: total env steps (default), or wall-clock seconds since the run started")
     parser.add_argument("--disagreement", action="store_true", help="add a panel with the disagreement of progress.csv")
     parser.add_argument("--per-learner", action="store_true", help="add one panel per curve with each learner's return")
     parser.add_argument("--label", action="append", default=None, help="name of a curve; give it once per curve, in the order of their first run")
-    parser.add_argument("--title", default=None, help="title of the figure")
+    parser.add_argument("--title", default=None, metavar="TEXT", help="title of the figure")
     parser.add_argument("--table", action="store_true", help="print per curve: final return, return at --at steps, steps to --threshold")
-    parser.add_argument("--csv", type=Path, default=None, help="write that table (raw numbers, with standard errors) to this CSV file")
-    parser.add_argument("--threshold", type=float, default=-100.0, help="return whose first crossing the table reports (Acrobot: -100)")
-    parser.add_argument("--at", default=None, help="comma list of env steps at which the table gives the return (default: 1/4, 1/2, 3/4 of the shortest curve)")
+    parser.add_argument("--csv", type=Path, default=None, metavar="FILE", help="write that table (raw numbers, with standard errors) to this CSV file")
+    parser.add_argument("--threshold", type=float, default=-100.0, metavar="R", help="return whose first crossing the table reports (default -100, for Acrobot)")
+    parser.add_argument("--at", default=None, metavar="S,S,...", help="comma list of env steps at which the table gives the return (default: 1/4, 1/2, 3/4 of the shortest curve)")
 
 
 def main(args: argparse.Namespace) -> int:
