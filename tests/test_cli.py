@@ -19,6 +19,7 @@ BAD_TRAIN_INPUT = [
     (["--adjacency", "[[1,1],[1,0]]", "--num-learners", "2"], "diagonal"),
     (["--adjacency", "missing.npy"], "missing.npy"),
     (["--topology", "torus"], "torus"),
+    (["--method", "federated"], "unknown --method 'federated'"),
     (["--topology", "erdos-renyi"], "--edge-prob"),
     (["--weights", "max-degree"], "max-degree"),
     (["--env", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
