@@ -1,5 +1,10 @@
 """`diffdac plot` on the command line: figures, the table, and bad input as one line with exit 2."""
 
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from test_results import FULL_S0, RING_S0, RING_S1, W, write_run
@@ -97,3 +102,30 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path, synthetic, capsys, monkey
 def test_a_directory_that_is_not_a_run_is_exit_2(tmp_path, capsys):
     assert _exit_status(["plot", str(tmp_path), "--table"]) == 2
     assert "no config.json" in _one_error_line(capsys)
+
+
+def _ring_vs_full():
+    """experiments/ring_vs_full.py as a module (experiments/ is not a package)."""
+    path = Path(__file__).resolve().parent.parent / "experiments" / "ring_vs_full.py"
+    spec = importlib.util.spec_from_file_location("ring_vs_full", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ring_vs_full_plans_every_variant_per_seed_and_keeps_only_complete_matching_runs(tmp_path):
+    script = _ring_vs_full()
+    args = script.parse_args(["--quick", "--runs-dir", str(tmp_path)])
+    jobs = script.jobs(args)
+    assert [j.name for j in jobs] == ["ring-s0", "full-s0", "none-s0", "ring-s1", "full-s1", "none-s1"]
+    assert "--num-learners=25" in jobs[0].options and "--envs-per-learner=1" in jobs[0].options
+    config = {"env": script.ENV, "num_learners": 25, "envs_per_learner": 1, "steps_per_update": 5, "total_steps": 150_000, "seed": 0, "topology": "ring"}
+    run = tmp_path / "ring-s0"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "progress.csv").write_text("steps,time\n20000,1.0\n")
+    assert not script.is_complete(run, jobs[0])  # still running
+    (run / "progress.csv").write_text("steps,time\n20000,1.0\n150000,9.0\n")
+    assert script.is_complete(run, jobs[0])
+    assert not script.is_complete(run, jobs[1])  # a full-graph job does not take a ring run
