@@ -163,7 +163,8 @@ class Learners:
         return loss
 
     def _check_finite(self, values: torch.Tensor, what: str) -> None:
-        bad = ~torch.isfinite(values.reshape(len(self.learner_ids), -1)).all(1)
+        """Stop on a NaN or inf in any learner's row; one row sum finds it (NaN and inf propagate) in one pass."""
+        bad = ~torch.isfinite(values.reshape(len(self.learner_ids), -1).sum(1))
         if bad.any():
             learner = int(self.learner_ids[int(bad.nonzero()[0, 0])])
             raise TrainingError(f"learner {learner} has non-finite {what} at update {self.updates + 1}: lower --lr or --max-grad-norm")
