@@ -158,7 +158,8 @@ def draw_disagreement(ax: Axes, table: pd.DataFrame, colors: dict[str, str], arg
     if len(positive):  # log scale; exact consensus (0, e.g. a full graph) stays visible on symlog's linear part
         ax.set_yscale("log") if len(positive) == len(table) else ax.set_yscale("symlog", linthresh=float(positive.min()))
     ax.set_xlabel(x_label(args))
-    ax.set_ylabel("disagreement (squared distance to average)")
+    ax.set_ylabel("disagreement")
+    ax.set_title("squared distance of parameters to their average", fontsize="small")
     ax.grid(alpha=0.3)
 
 

@@ -299,10 +299,10 @@ def summary(runs: Sequence[Run], bin_steps: int, threshold: float = -100.0, at: 
 
 
 def human_steps(steps: float) -> str:
-    """2000000 -> 2M, 500000 -> 500k."""
+    """2000000 -> 2M, 506667 -> 507k, 1286667 -> 1.29M: three significant digits at most."""
     if steps >= 1e6:
-        return f"{steps / 1e6:g}M"
-    return f"{steps / 1e3:g}k" if steps >= 1e3 else f"{steps:g}"
+        return f"{steps / 1e6:.3g}M"
+    return f"{steps / 1e3:.3g}k" if steps >= 1e3 else f"{steps:.3g}"
 
 
 def readable(table: pd.DataFrame) -> pd.DataFrame:

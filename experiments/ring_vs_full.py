@@ -126,15 +126,18 @@ def run(args: argparse.Namespace, job: Job) -> str:
     return f"{job.name}: trained in {time.perf_counter() - start:.0f}s"
 
 
-def train_all(args: argparse.Namespace, todo: list[Job]) -> None:
-    """Run the jobs, `--jobs` at a time, printing each as it ends."""
+def train_all(args: argparse.Namespace, todo: list[Job]) -> int:
+    """Run the jobs, `--jobs` at a time, printing each as it ends; returns how many were trained."""
     args.runs_dir.mkdir(parents=True, exist_ok=True)
+    trained = 0
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for line in pool.map(lambda job: run(args, job), todo):
             print(line, flush=True)
+            trained += "trained" in line
+    return trained
 
 
-def report(args: argparse.Namespace, todo: list[Job], wall: float) -> None:
+def report(args: argparse.Namespace, todo: list[Job], trained: int, wall: float) -> None:
     """Figure and CSV through `diffdac plot`, then results.md with the table and the command."""
     args.out_dir.mkdir(parents=True, exist_ok=True)
     run_dirs = [args.runs_dir / job.name for job in todo]
@@ -145,7 +148,7 @@ def report(args: argparse.Namespace, todo: list[Job], wall: float) -> None:
                        "--bin-steps", str(args.bin_steps), "--threshold", str(args.threshold), "--title", title, *labels])
     if status != 0:
         raise SystemExit(status)
-    text = results_markdown(args, pd.read_csv(table_csv), run_seconds(run_dirs), wall)
+    text = results_markdown(args, pd.read_csv(table_csv), run_seconds(run_dirs), trained, wall)
     (args.out_dir / "results.md").write_text(text)
     print(f"ring_vs_full: wrote {figure}, {table_csv} and {args.out_dir / 'results.md'}")
 
@@ -155,7 +158,7 @@ def run_seconds(run_dirs: list[Path]) -> pd.Series:
     return pd.Series({d.name: results.read_progress(d)["time"].max() for d in run_dirs}, dtype=float)
 
 
-def results_markdown(args: argparse.Namespace, table: pd.DataFrame, seconds: pd.Series, wall: float) -> str:
+def results_markdown(args: argparse.Namespace, table: pd.DataFrame, seconds: pd.Series, trained: int, wall: float) -> str:
     """results.md: what was run, the exact command, how long it took, the table."""
     cmd = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     return "\n".join([
@@ -170,8 +173,8 @@ def results_markdown(args: argparse.Namespace, table: pd.DataFrame, seconds: pd.
         "```",
         "",
         (f"on a shared {os.cpu_count()}-core {platform.machine()} machine, {args.jobs} runs at a time: each run's training loop "
-         f"took {seconds.min():.0f}-{seconds.max():.0f} s (progress.csv); this invocation {wall / 60:.1f} min "
-         "(runs already complete are kept, not retrained)."),
+         f"took {seconds.min():.0f}-{seconds.max():.0f} s (progress.csv); this invocation trained {trained} of the "
+         f"{len(seconds)} runs and took {wall / 60:.1f} min (complete runs of the same options are kept, not retrained)."),
         "",
         results.markdown(table),
         "",
@@ -190,8 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     start = time.perf_counter()
     todo = jobs(args)
-    train_all(args, todo)
-    report(args, todo, time.perf_counter() - start)
+    trained = train_all(args, todo)
+    report(args, todo, trained, time.perf_counter() - start)
 
 
 if __name__ == "__main__":
