@@ -1,9 +1,11 @@
 """GymTaskBatch on CartPole and MuJoCo variants (action clipping), and make_task_batch's choice of implementation and errors."""
 
+import gymnasium
 import numpy as np
 import pytest
 
 from envs import BatchedAcrobot, GymTaskBatch, is_batched_acrobot, make_task_batch
+from envs.gym_batch import make_learner_env
 
 K, E = 2, 2
 
@@ -109,3 +111,32 @@ def test_mujoco_batch_gives_each_learner_its_task_and_is_layout_independent():
         b = [p.step(actions[k: k + 1]) for k, p in enumerate(parts)]
         assert np.array_equal(a.obs, np.concatenate([r.obs for r in b]))
         assert np.array_equal(a.episode_return, np.concatenate([r.episode_return for r in b]))
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "diffdac/RandomMassHopper-v5"])
+def test_gym_batch_equals_gymnasiums_sync_vector_env_with_same_step_autoreset(env_id):
+    batch = GymTaskBatch(env_id, seed=1, learner_ids=[0, 1], envs_per_learner=E)
+    vec = gymnasium.vector.SyncVectorEnv(
+        [lambda k=k: make_learner_env(env_id, 1, k) for k in (0, 1) for _ in range(E)],
+        autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP,
+    )
+    obs, _ = vec.reset(seed=batch._reset_seeds)
+    assert np.array_equal(batch.reset().reshape(K * E, -1), obs.astype(np.float32))
+    space, rng, resets = batch.action_space, np.random.default_rng(0), 0
+    for _ in range(150):
+        if env_id == "CartPole-v1":
+            actions = rng.integers(0, 2, size=K * E)
+        else:
+            actions = rng.uniform(-1, 1, (K * E, 3)).astype(np.float32)
+        ours = batch.step(actions.reshape((K, E) + space.shape))
+        obs, reward, terminated, truncated, info = vec.step(actions)
+        done = terminated | truncated
+        final = obs.copy()
+        for i in np.nonzero(done)[0]:
+            final[i] = info["final_obs"][i]
+        assert np.array_equal(ours.obs.reshape(K * E, -1), obs.astype(np.float32))
+        assert np.array_equal(ours.final_obs.reshape(K * E, -1), final.astype(np.float32))
+        assert np.array_equal(ours.reward.ravel(), reward.astype(np.float32))
+        assert np.array_equal(ours.terminated.ravel(), terminated) and np.array_equal(ours.truncated.ravel(), truncated)
+        resets += done.sum()
+    assert resets >= 4
