@@ -31,7 +31,7 @@ from diffdac.config import TrainConfig
 
 PAPER = {"num_learners": 25, "envs_per_learner": 1, "steps_per_update": 5}
 ENV = "diffdac/RandomExtremeAcrobot-v1"
-DISPLAY = {"none": "isolated (none)"}  # curve names where the variant's name alone would puzzle a reader
+DISPLAY = {"none": "isolated (none)", "method-centralized": "centralized A2C"}  # curve names where the variant's name alone would puzzle a reader
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def report(args: argparse.Namespace, todo: list[Job], trained: int, wall: float)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     run_dirs = [args.runs_dir / job.name for job in todo]
     figure, table_csv = args.out_dir / "ring_vs_full.png", args.out_dir / "ring_vs_full.csv"
-    labels = [option for name, _, _ in variants(args) for option in ("--label", DISPLAY.get(name, name))]
+    labels = [option for name, _, _ in variants(args) for option in ("--label", DISPLAY.get(name, name.removeprefix("method-")))]
     title = f"{ENV}: {args.num_learners} learners x {args.envs_per_learner} sim, {args.steps_per_update} steps/update"
     status = cli.main(["plot", *map(str, run_dirs), "--out", str(figure), "--csv", str(table_csv), "--disagreement",
                        "--bin-steps", str(args.bin_steps), "--threshold", str(args.threshold), "--title", title, *labels])
