@@ -26,7 +26,7 @@ INITIAL_STATE_BOUND = 0.1  # gymnasium AcrobotEnv.reset default
 DEFAULT_MAX_EPISODE_STEPS = 500  # gymnasium Acrobot-v1; Packer et al. 2018
 
 
-def _uniform_exclude_inner(rng: np.random.Generator, size: int) -> np.ndarray:
+def uniform_extreme(rng: np.random.Generator, size: int) -> np.ndarray:
     """Uniform on [0.5, 0.75) U (1.25, 1.5]: one draw of width 0.5 mapped onto the two pieces."""
     u = rng.uniform(0.0, 0.5, size=size)
     low_width = EXTREME_LOW[1] - EXTREME_LOW[0]
@@ -43,7 +43,7 @@ def sample_acrobot_task(family: str, task_seed: int) -> dict:
     elif family == "normal":
         values = rng.uniform(*NORMAL_RANGE, size=len(TASK_KEYS))
     else:
-        values = _uniform_exclude_inner(rng, len(TASK_KEYS))
+        values = uniform_extreme(rng, len(TASK_KEYS))
     return {key: float(v) for key, v in zip(TASK_KEYS, values)}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.acrobot import _uniform_exclude_inner
+from envs.acrobot import uniform_extreme
 
 MASS_BETA = 0.1  # original Diff-DAC: mass factor 1 + 1.9 * (Beta(0.1, 0.1) - 0.5)
 MASS_SPREAD = 1.9
@@ -47,7 +47,7 @@ def sample_mujoco_task(family: str, task_seed: int) -> dict:
     draws = {
         "mass": 1.0 + MASS_SPREAD * (rng.beta(MASS_BETA, MASS_BETA) - 0.5),
         "wind": WIND_SPREAD * (rng.beta(WIND_BETA, WIND_BETA, size=2) - 0.5),
-        "length": _uniform_exclude_inner(rng, 1)[0],
+        "length": uniform_extreme(rng, 1)[0],
     }
     varies = FAMILIES[family]
     task: dict = {}
