@@ -25,6 +25,7 @@ log_dir) form one curve: the mean over seeds of the per-run bin returns and its 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -36,12 +37,17 @@ from typing import Any
 
 import pandas as pd
 
+from diffdac.config import TrainConfig
 from diffdac.errors import ConfigError
 
 # Options that say where or how a run was logged, not what was learned: never split a curve.
-BOOKKEEPING_KEYS = frozenset({"seed", "log_dir", "overwrite", "progress", "log_interval", "dist_timeout", "backend", "version"})
+BOOKKEEPING_KEYS = frozenset({
+    "seed", "log_dir", "overwrite", "progress", "log_interval", "dist_timeout", "backend", "version", "world_size",
+    "save_every", "keep_checkpoints", "resume",
+})
 # Keys whose value alone names a curve ("ring" rather than "topology=ring").
 BARE_KEYS = ("topology", "method")
+OPTION_DEFAULTS = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(TrainConfig)}
 MONITOR_NAME = re.compile(r"learner(\d+)\.sim(\d+)\.monitor\.csv$")
 
 COLUMNS_DOC = (
@@ -96,7 +102,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "config.json"
     if not path.is_file():
         raise RunError(f"{run_dir} is not a run directory of diffdac train: it has no config.json")
-    config = json.loads(path.read_text())
+    config = {**OPTION_DEFAULTS, **json.loads(path.read_text())}  # runs made before an option existed had its default
     for key in ("num_learners", "envs_per_learner"):
         if not isinstance(config.get(key), int):
             raise RunError(f"{path} has no integer {key!r}: was it written by diffdac train?")

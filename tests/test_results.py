@@ -149,3 +149,11 @@ def test_a_run_with_no_finished_episode_yet_is_refused_with_a_clear_message(tmp_
 def test_a_directory_without_config_is_not_a_run(tmp_path):
     with pytest.raises(results.RunError, match="no config.json"):
         results.load_run(tmp_path)
+
+
+def test_a_run_from_before_an_option_existed_counts_as_its_default(tmp_path):
+    old = write_run(tmp_path / "old", RING_S0, seed=0)  # no method, link_drop, ... in its config.json
+    new = write_run(tmp_path / "new", RING_S1, seed=1, method="diff-a2c", link_drop=0.0, fail_learner=[], save_every=5000)
+    central = write_run(tmp_path / "central", FULL_S0, seed=0, method="centralized")
+    runs = results.load_runs([old, new, central])
+    assert results.curve_labels(runs) == ["diff-a2c", "diff-a2c", "centralized"]
