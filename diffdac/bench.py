@@ -54,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default=None, help="gymnasium id of the task family (default: train's default)")
     parser.add_argument("--processes", default=None, help="comma list of process counts (default: 1, 2 and the number of learners)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per set-up; the table shows the median")
+    parser.add_argument("--setups", default="25x16,25x1,256x1,1024x1", help="speed: comma list of LEARNERSxSIMS populations on a ring")
+    parser.add_argument("--peer-steps", type=int, default=100_000, help="speed: env steps of the Stable-Baselines3 A2C peer")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
 
 
@@ -65,6 +67,14 @@ def train_args(args: argparse.Namespace, run_dir: Path) -> list[str]:
         "--log-dir", str(run_dir), "--no-progress",
     ]
     return options + (["--env", args.env] if args.env else [])
+
+
+# Runs `python -m diffdac` and reports the process's peak resident memory on stderr at exit.
+_WITH_MAXRSS = (
+    "import atexit, resource, runpy, sys; "
+    "atexit.register(lambda: print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); "
+    "sys.argv = ['diffdac'] + sys.argv[1:]; runpy.run_module('diffdac', run_name='__main__', alter_sys=True)"
+)
 
 
 def launch_training(processes: int, options: list[str]) -> tuple[float, float]:
@@ -187,6 +197,108 @@ def mujoco(args: argparse.Namespace) -> list[Row]:
     ]
 
 
+PEER = "Stable-Baselines3 A2C, Acrobot-v1, 16 envs"
+
+
+def sb3_peer_steps_per_s(steps: int) -> float | None:
+    """The reference peer: Stable-Baselines3's A2C on Acrobot-v1 with 16 envs (None without the [bench] extra)."""
+    try:
+        from stable_baselines3 import A2C
+        from stable_baselines3.common.env_util import make_vec_env
+    except ImportError:
+        return None
+    model = A2C("MlpPolicy", make_vec_env("Acrobot-v1", n_envs=16, seed=0), device="cpu", seed=0, verbose=0)
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps)
+    return model.num_timesteps / (time.perf_counter() - start)
+
+
+def parse_setups(text: str) -> list[tuple[int, int]]:
+    try:
+        setups = [tuple(int(x) for x in item.lower().split("x")) for item in text.split(",") if item.strip()]
+    except ValueError:
+        setups = []
+    if not setups or any(len(s) != 2 or min(s) < 1 for s in setups):
+        raise ConfigError(f"--setups takes LEARNERSxSIMS items such as 25x16,1024x1, got {text!r}")
+    return setups  # type: ignore[return-value]
+
+
+def train_speed(learners: int, sims: int, min_steps: int, run_dir: Path) -> tuple[float, float]:
+    """(env steps/s, peak resident MB) of one diffdac train run on a ring of the default Acrobot family.
+
+    At least 100 updates, so start-up effects are small against the loop.
+    """
+    steps = max(min_steps, 100 * learners * sims * 5)
+    options = ["--num-learners", str(learners), "--envs-per-learner", str(sims), "--total-steps", str(steps),
+               "--log-interval", str(steps), "--save-every", str(steps), "--log-dir", str(run_dir), "--no-progress"]
+    done = subprocess.run([sys.executable, "-c", _WITH_MAXRSS, "train", *options], check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BenchError(f"the {learners}x{sims} run failed (exit {done.returncode}): {(done.stdout + done.stderr)[-1500:]}")
+    rss_kb = int(done.stderr.split("MAXRSS_KB")[-1].split()[0])
+    progress = (run_dir / "progress.csv").read_text().strip().splitlines()
+    header, values = progress[0].split(","), progress[-1].split(",")
+    return float(values[header.index("steps_per_s")]), rss_kb / 1024
+
+
+def combine_seconds(learners: int, repeats: int = 30) -> float:
+    """Median time of one combine step (parameters only) on a ring of `learners` Acrobot learners."""
+    import networkx as nx
+    import torch
+
+    import topologies
+    from diffdac.diffusion import Combiner
+
+    src, dst, weight = topologies.combination_weights(nx.cycle_graph(learners), "uniform")
+    combiner = Combiner(src, dst, weight, np.arange(learners))
+    params = torch.randn(learners, 9_000)  # about the size of the default actor-critic on Acrobot
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as training runs it (--threads 1)
+    times = []
+    try:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            combiner.combine(params)
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(times)
+
+
+@scenario("speed")
+def speed(args: argparse.Namespace) -> list[Row]:
+    """Populations of Acrobot learners on a ring against the Stable-Baselines3 A2C peer, measured in this invocation.
+
+    Each set-up's figure is the median over --repeats runs; the peer runs between them, so a busy
+    moment of a shared machine weighs on both sides of a ratio.
+    """
+    setups = parse_setups(args.setups)
+    speeds: dict[tuple[int, int], list[float]] = {s: [] for s in setups}
+    memory: dict[tuple[int, int], float] = {}
+    peer: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="diffdac-bench-") as tmp:
+        for i in range(args.repeats):
+            measured = sb3_peer_steps_per_s(args.peer_steps)
+            if measured is not None:
+                peer.append(measured)
+            for learners, sims in setups:
+                value, rss = train_speed(learners, sims, args.total_steps, Path(tmp) / f"{learners}x{sims}-{i}")
+                speeds[(learners, sims)].append(value)
+                memory[(learners, sims)] = max(memory.get((learners, sims), 0.0), rss)
+    reference = statistics.median(peer) if peer else None
+    rows: list[Row] = [{"scenario": "speed", "setup": PEER if peer else f"{PEER}: not installed (pip install diffdac[bench])",
+                        "steps_per_s": round(reference, 1) if reference else "", "ratio_to_peer": 1.0 if peer else "",
+                        "peak_rss_mb": "", "combine_ms": ""}]
+    for learners, sims in setups:
+        value = statistics.median(speeds[(learners, sims)])
+        rows.append({
+            "scenario": "speed", "setup": f"diffdac {learners}x{sims} ring", "steps_per_s": round(value, 1),
+            "ratio_to_peer": round(value / reference, 2) if reference else "", "peak_rss_mb": round(memory[(learners, sims)]),
+            "combine_ms": round(1000 * combine_seconds(learners), 3) if sims == 1 else "",
+        })
+    return rows
+
+
 def _block_sizes(num_learners: int, processes: int) -> str:
     """Learners per process as `K` or `K-K+1` (blocks differ by at most one)."""
     low, extra = divmod(num_learners, processes)
@@ -208,6 +320,7 @@ def validate(args: argparse.Namespace) -> None:
     for name in ("num_learners", "envs_per_learner", "total_steps", "repeats"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    parse_setups(args.setups)
     if args.processes is not None and not all(p.strip().isdigit() for p in args.processes.split(",")):
         raise ConfigError(f"--processes takes a comma list of process counts like 1,2,4, got {args.processes!r}")
 

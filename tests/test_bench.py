@@ -92,3 +92,30 @@ def test_random_actions_lie_inside_the_box():
     space = gymnasium.spaces.Box(-0.4, 0.4, shape=(3,))
     actions = bench.random_actions(space, (50, 2), seed=0)
     assert actions.shape == (50, 2, 3) and actions.dtype == np.float32 and np.abs(actions).max() <= 0.4
+
+
+@pytest.mark.parametrize("text", ["25", "25x0", "ax1", ""])
+def test_bad_setups_are_refused(text):
+    with pytest.raises(ValueError, match="--setups"):
+        bench.parse_setups(text)
+
+
+def test_the_speed_scenario_measures_real_runs_against_the_peer(capsys, monkeypatch):
+    peer_calls = []
+    monkeypatch.setattr(bench, "sb3_peer_steps_per_s", lambda steps: peer_calls.append(steps) or 1000.0)
+    assert main(["bench", "--scenario", "speed", "--setups", "2x2,3x1", "--total-steps", "2000", "--repeats", "1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert peer_calls == [100_000] and rows[0]["steps_per_s"] == 1000.0
+    assert [r["setup"] for r in rows[1:]] == ["diffdac 2x2 ring", "diffdac 3x1 ring"]
+    for row in rows[1:]:
+        assert row["steps_per_s"] > 0 and row["ratio_to_peer"] == round(row["steps_per_s"] / 1000.0, 2)
+        assert 50 < row["peak_rss_mb"] < 4000
+    assert rows[1]["combine_ms"] == "" and rows[2]["combine_ms"] > 0  # the combine step is timed for 1-simulator set-ups
+
+
+def test_without_stable_baselines3_the_peer_row_says_how_to_get_it(capsys, monkeypatch):
+    monkeypatch.setattr(bench, "sb3_peer_steps_per_s", lambda steps: None)
+    monkeypatch.setattr(bench, "train_speed", lambda *a: (5000.0, 300.0))
+    assert main(["bench", "--scenario", "speed", "--setups", "2x1", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "not installed (pip install diffdac[bench])" in out and "5000.0" in out
