@@ -142,7 +142,7 @@ class Diffusion(Mixer):
         self.history: collections.deque[list[torch.Tensor]] = collections.deque(maxlen=config.max_staleness + 1)
 
     def alive(self, steps: int) -> np.ndarray:
-        return np.array([steps < self.failures.get(int(k), math.inf) for k in self.learner_ids])
+        return self._alive_all(steps)[self.learner_ids]
 
     def _alive_all(self, steps: int) -> np.ndarray:
         alive = np.ones(self.config.num_learners, dtype=bool)
@@ -162,7 +162,8 @@ class Diffusion(Mixer):
     def _round_matrix(self, round_index: int, steps: int) -> torch.Tensor:
         """This round's C over the stacked history [newest buffer; one round older; ...]."""
         cfg = self.config
-        working = self._alive_all(steps)[self.src] & self._alive_all(steps)[self.dst]
+        alive = self._alive_all(steps)
+        working = alive[self.src] & alive[self.dst]
         if cfg.link_drop > 0:
             draws = noise.uniform(cfg.seed, noise.LINK_DROP, np.arange(self.link_id.max() + 1), 1, round_index)[:, 0, 0]
             working &= draws[self.link_id] >= cfg.link_drop
