@@ -82,6 +82,8 @@ def prune_rank(run_dir: Path, rank: int, keep: int, current: int) -> None:
     for path, step in zip(paths, steps):
         if step not in kept:
             path.unlink(missing_ok=True)
+    for stray in checkpoint_dir(run_dir).glob(f"step*.rank{rank:03d}.pt.tmp"):  # a save cut short by a kill or Ctrl-C
+        stray.unlink(missing_ok=True)
 
 
 def manifests(run_dir: Path) -> list[Manifest]:

@@ -169,3 +169,12 @@ def test_gymnasium_tasks_resume_with_new_episodes_and_no_episode_twice(tmp_path)
         after = resumed[name]
         pd.testing.assert_frame_equal(after.iloc[:rows], before.iloc[:rows])  # kept up to the checkpoint
         assert after["l"].sum() <= 8000 // 8 and after["l"].iloc[rows:].sum() <= 4000 // 8  # nothing counted twice
+
+
+def test_a_save_cut_short_leaves_no_stray_file_after_the_next_checkpoint(tmp_path):
+    run_dir = train(_config(tmp_path / "run", total_steps=8000))
+    checkpoint.manifest_path(run_dir, 8000).unlink()
+    stray = checkpoint.rank_path(run_dir, 8000, 0).with_suffix(".pt.tmp")
+    stray.write_bytes(b"half a checkpoint")
+    assert _exit_status(["train", "--resume", "--log-dir", str(run_dir), "--no-progress"]) == 0
+    assert not stray.exists() and checkpoint.latest(run_dir).complete
