@@ -140,6 +140,9 @@ class Diffusion(Mixer):
         # undirected link id of each directed read, for drop draws shared by both directions
         self.link_id = np.unique(np.sort(np.stack([self.src, self.dst]), axis=0), axis=1, return_inverse=True)[1].reshape(-1)
         self.history: collections.deque[list[torch.Tensor]] = collections.deque(maxlen=config.max_staleness + 1)
+        reads = self.src * config.num_learners + self.dst  # each directed read as one sortable key
+        self._read_order = np.argsort(reads)
+        self._sorted_reads = reads[self._read_order]
 
     def alive(self, steps: int) -> np.ndarray:
         return self._alive_all(steps)[self.learner_ids]
@@ -157,7 +160,7 @@ class Diffusion(Mixer):
         self.history.appendleft([buf.clone() for buf in buffers])  # in one process the buffer is the live parameter tensor
         matrix = self._round_matrix(round_index, steps)
         stacked = [torch.cat([h[i] for h in self.history]) for i in range(len(blocks))]
-        return [_matmul(matrix, s) for s in stacked]
+        return [matrix.to(s.dtype) @ s for s in stacked]
 
     def _round_matrix(self, round_index: int, steps: int) -> torch.Tensor:
         """This round's C over the stacked history [newest buffer; one round older; ...]."""
@@ -182,9 +185,7 @@ class Diffusion(Mixer):
     def _read_index(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         """Positions of the reads (src, dst) in the graph's list of directed reads."""
         n = self.config.num_learners
-        keys = self.src * n + self.dst
-        order = np.argsort(keys)
-        return order[np.searchsorted(keys[order], src * n + dst)]
+        return self._read_order[np.searchsorted(self._sorted_reads, src * n + dst)]
 
     def state_dict(self) -> dict:
         return {"history": [[t.cpu() for t in h] for h in self.history]}
@@ -242,7 +243,3 @@ def make_mixer(config: TrainConfig, comm: Communicator, learner_ids: np.ndarray,
     if config.method == "isolated":
         return Mixer(config, comm, learner_ids, device)
     return Diffusion(config, comm, learner_ids, device, graph)
-
-
-def _matmul(matrix: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
-    return matrix.to(buffer.dtype) @ buffer
