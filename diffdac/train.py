@@ -140,8 +140,9 @@ class Learners:
             if ro.truncated.any():
                 final_values = pop.value(ro.final_obs.view(k, steps * sims, dim)).view(k, steps, sims).transpose(0, 1)
                 rewards = bootstrap_truncations(rewards, ro.truncated, final_values, cfg.gamma)
-        values = pop.value(obs)
-        logp, entropy = pop.evaluate(obs, actions)
+        params = pop.trainable()
+        values = pop.value(obs, params)
+        logp, entropy = pop.evaluate(obs, actions, params)
         advantages, returns = compute_returns(
             rewards, values.detach().view(k, steps, sims).transpose(0, 1), ro.dones, next_value, cfg.gamma, cfg.gae_lambda
         )
@@ -149,8 +150,7 @@ class Learners:
             logp, entropy, values, _learner_major(returns), _learner_major(advantages), cfg.value_coef, cfg.entropy_coef
         )
         self._check_finite(loss.total, "loss")
-        self.optimizer.zero_grad(set_to_none=False)
-        loss.total.sum().backward()
+        pop.backward(loss.total.sum(), params)
         self._check_finite(pop.flat.grad, "gradient")
         self.mixer.reduce_gradient(pop.flat.grad)
         if not self.alive.all():  # a departed learner's parameters stay as they were
