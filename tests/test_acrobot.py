@@ -54,6 +54,7 @@ def test_batched_acrobot_matches_gymnasium_bit_for_bit():
                     _restart_oracle(oracles[k][e], batch.state[k, e], result.obs[k, e])
                 else:
                     assert np.array_equal(result.obs[k, e], o)
+                    assert np.array_equal(batch.state[k, e], oracles[k][e].unwrapped.state)  # float64, every bit
         obs = result.obs
     assert ended["terminated"] >= 1 and ended["truncated"] >= 1, ended
 
