@@ -18,12 +18,17 @@ LINK_DROP = 0x11D0  # per (undirected link, combine round)
 DELAY = 0xDE1A  # per (directed link, combine round)
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser (Steele et al. 2014): a bijective 64-bit mix with full avalanche."""
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    x = x + _GOLDEN
+    x = (x ^ (x >> _S30)) * _MIX1
+    x = (x ^ (x >> _S27)) * _MIX2
+    return x ^ (x >> _S31)
 
 
 def _key(*parts: np.ndarray | int) -> np.ndarray:
@@ -40,17 +45,39 @@ def derive(*parts: int) -> int:
     return int(_key(*parts)) & 0x7FFFFFFFFFFFFFFF
 
 
+class Stream:
+    """The draws of one stream for fixed learners, simulators and draws, one array per step.
+
+    The key folds (seed, stream, learner, simulator, draw) first and the step last, so the
+    per-element part is folded once here and each step costs one mix: this runs every env step.
+    """
+
+    def __init__(self, seed: int, stream: int, learners: np.ndarray, num_sims: int, draws: int = 1) -> None:
+        k = np.asarray(learners, dtype=np.uint64)[:, None, None]
+        e = np.arange(num_sims, dtype=np.uint64)[None, :, None]
+        d = np.arange(draws, dtype=np.uint64)[None, None, :]
+        self.draws = draws
+        self._base = _key(seed, stream, k, e, d)  # [K, E, draws]
+
+    def uniform(self, step: int) -> np.ndarray:
+        """Uniform floats in [0, 1): `[K, E, draws]`."""
+        with np.errstate(over="ignore"):
+            bits = _splitmix64(self._base ^ np.uint64(step))
+        return (bits >> _S11).astype(np.float64) * (1.0 / (1 << 53))
+
+    def normal(self, step: int) -> np.ndarray:
+        """Standard normals `[K, E, draws // 2]` by Box-Muller from the two halves of the draws."""
+        u = self.uniform(step)
+        half = self.draws // 2
+        u1, u2 = 1.0 - u[..., :half], u[..., half:]
+        return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
 def uniform(seed: int, stream: int, learners: np.ndarray, num_sims: int, step: int, draws: int = 1) -> np.ndarray:
     """Uniform floats in [0, 1): `[K, E, draws]` for global learner ids `learners: [K]`."""
-    k = np.asarray(learners, dtype=np.uint64)[:, None, None]
-    e = np.arange(num_sims, dtype=np.uint64)[None, :, None]
-    d = np.arange(draws, dtype=np.uint64)[None, None, :]
-    bits = _key(seed, stream, step, k, e, d)
-    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return Stream(seed, stream, learners, num_sims, draws).uniform(step)
 
 
 def normal(seed: int, stream: int, learners: np.ndarray, num_sims: int, step: int, draws: int = 1) -> np.ndarray:
     """Standard normals `[K, E, draws]` by Box-Muller from two keyed uniform streams."""
-    u = uniform(seed, stream, learners, num_sims, step, 2 * draws)
-    u1, u2 = 1.0 - u[..., :draws], u[..., draws:]
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    return Stream(seed, stream, learners, num_sims, 2 * draws).normal(step)

@@ -87,6 +87,7 @@ class Population:
             rows = self._initial_row(seed, -1).expand(self.num_learners, -1).clone()
         self.flat = rows.to(device).requires_grad_(True)  # [K, P]
         self._views = self._param_views(self.flat.detach())
+        self._streams: dict[tuple[int, int], noise.Stream] = {}
 
     @property
     def num_learners(self) -> int:
@@ -172,16 +173,22 @@ class Population:
         out = self.actor(obs)
         return out if self.continuous else out.argmax(-1)
 
+    def _action_stream(self, seed: int, num_sims: int) -> noise.Stream:
+        key = (seed, num_sims)
+        if key not in self._streams:
+            draws = 2 * self.action_dim if self.continuous else 1
+            self._streams[key] = noise.Stream(seed, noise.ACTION, self.learner_ids, num_sims, draws)
+        return self._streams[key]
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor, seed: int, step: int) -> torch.Tensor:
         """Sample actions for obs `[K, E, D]` from keyed noise: `[K, E]` or `[K, E, A]`."""
         out = self.actor(obs)
-        num_sims = obs.shape[1]
+        stream = self._action_stream(seed, obs.shape[1])
         if self.continuous:
-            z = noise.normal(seed, noise.ACTION, self.learner_ids, num_sims, step, self.action_dim)
             std = self._views["actor.log_std"].exp()
-            return out + std * torch.from_numpy(z).to(out)
-        u = noise.uniform(seed, noise.ACTION, self.learner_ids, num_sims, step)  # [K, E, 1]
+            return out + std * torch.from_numpy(stream.normal(step)).to(out)
+        u = stream.uniform(step)  # [K, E, 1]
         cdf = torch.softmax(out, dim=-1).double().cumsum(-1)
         u_t = torch.from_numpy(u).to(cdf.device)
         return (u_t > cdf).sum(-1).clamp_(max=self.action_dim - 1)

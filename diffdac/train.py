@@ -115,17 +115,21 @@ class Learners:
             if self.obs_norm is not None:
                 self.obs_norm.update(self.obs)
             ro.obs[:, t] = self._policy_input(self.obs)
-            step = self.updates * cfg.steps_per_update + t
-            actions = self.pop.act(ro.obs[:, t], cfg.seed, step)
+            actions = self.pop.act(ro.obs[:, t], cfg.seed, self.updates * cfg.steps_per_update + t)
             ro.actions[t] = actions
-            result = self.tasks.step(actions.cpu().numpy())
+            result = self.tasks.step(actions.numpy() if actions.device.type == "cpu" else actions.cpu().numpy())
             done = result.terminated | result.truncated
-            ro.dones[t] = self._tensor(done)
-            ro.truncated[t] = self._tensor(result.truncated)
-            ro.rewards[t] = self._scale_rewards(self._tensor(result.reward), ro.dones[t])
+            ro.dones[t] = torch.from_numpy(done)  # copied into the buffer's dtype and device
+            ro.rewards[t] = torch.from_numpy(result.reward)
+            if self.ret_norm is not None:
+                ro.rewards[t] = self._scale_rewards(ro.rewards[t], ro.dones[t])
             if result.truncated.any():
+                ro.truncated[t] = torch.from_numpy(result.truncated)
                 ro.final_obs[:, t] = self._policy_input(self._tensor(result.final_obs))
-            stats.extend(monitors.record(result.episode_return, result.episode_length, done & self.alive[:, None]))
+            else:
+                ro.truncated[t] = 0.0
+            if done.any():
+                stats.extend(monitors.record(result.episode_return, result.episode_length, done & self.alive[:, None]))
             self.obs = self._tensor(result.obs)
 
     def adapt(self) -> A2CLoss:
@@ -163,7 +167,13 @@ class Learners:
         return loss
 
     def _check_finite(self, values: torch.Tensor, what: str) -> None:
-        """Stop on a NaN or inf in any learner's row; one row sum finds it (NaN and inf propagate) in one pass."""
+        """Stop on a NaN or inf in any learner's row; one sum finds it (NaN and inf propagate) in one pass.
+
+        A finite total can hide an inf row only by cancelling it with another inf, which gives NaN, so
+        the per-row search runs only when the total is not finite.
+        """
+        if torch.isfinite(values.sum()):
+            return
         bad = ~torch.isfinite(values.reshape(len(self.learner_ids), -1).sum(1))
         if bad.any():
             learner = int(self.learner_ids[int(bad.nonzero()[0, 0])])
