@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 import envs
 import topologies
-from diffdac import __version__, checkpoint
+from diffdac import __version__, checkpoint, memory
 from diffdac.a2c import A2CLoss, a2c_loss, bootstrap_truncations, compute_returns
 from diffdac.comm import Communicator, LocalCommunicator, check_world_size, learner_block
 from diffdac.config import NORMALIZE_CHOICES, TrainConfig, read_run_config
@@ -71,7 +71,7 @@ class Learners:
         self.pop = Population(
             tasks.observation_space, tasks.action_space, learner_ids, config.hidden, config.seed, config.separate_init, self.device
         )
-        self.optimizer = torch.optim.RMSprop([self.pop.flat], lr=config.lr, alpha=config.rms_alpha, eps=config.rms_eps)
+        self.optimizer = torch.optim.RMSprop([self.pop.flat], lr=config.lr, alpha=config.rms_alpha, eps=config.rms_eps, foreach=False)
         self.mixer = make_mixer(config, comm, learner_ids, self.device, graph)
         self.mixer.start(self.pop.flat)
         k, e = len(learner_ids), config.envs_per_learner
@@ -138,14 +138,19 @@ class Learners:
         k, steps, sims, dim = ro.obs.shape
         obs = ro.obs.view(k, steps * sims, dim)
         actions = ro.actions.transpose(0, 1).reshape(k, steps * sims, *ro.actions.shape[3:])
-        with torch.no_grad():
-            next_value = pop.value(self._policy_input(self.obs))
-            rewards = ro.rewards
-            if ro.truncated.any():
-                final_values = pop.value(ro.final_obs.view(k, steps * sims, dim)).view(k, steps, sims).transpose(0, 1)
-                rewards = bootstrap_truncations(rewards, ro.truncated, final_values, cfg.gamma)
         params = pop.trainable()
-        values = pop.value(obs, params)
+        # One critic pass over the rollout, the next observations and (if an episode was cut) the last
+        # observations before the cut: each extra pass would read every learner's weights again.
+        truncated = bool(ro.truncated.any())
+        extra = [self._policy_input(self.obs)] + ([ro.final_obs.view(k, steps * sims, dim)] if truncated else [])
+        all_values = pop.value(torch.cat([obs, *extra], dim=1), params)
+        values = all_values[:, : steps * sims]
+        with torch.no_grad():
+            next_value = all_values[:, steps * sims : (steps + 1) * sims].detach()
+            rewards = ro.rewards
+            if truncated:
+                final_values = all_values[:, (steps + 1) * sims :].detach().reshape(k, steps, sims).transpose(0, 1)
+                rewards = bootstrap_truncations(rewards, ro.truncated, final_values, cfg.gamma)
         logp, entropy = pop.evaluate(obs, actions, params)
         advantages, returns = compute_returns(
             rewards, values.detach().view(k, steps, sims).transpose(0, 1), ro.dones, next_value, cfg.gamma, cfg.gae_lambda
@@ -348,6 +353,7 @@ def train(config: TrainConfig, comm: Communicator | None = None) -> Path:
     if warning and config.topology != "none" and config.method == "diff-a2c" and comm.rank == 0 and manifest is None:
         print(f"diffdac: warning: {warning}")
     torch.set_num_threads(config.threads)
+    memory.keep_freed_memory()
     learners = Learners(config, graph, comm, tasks, learner_ids)
     saved = None if manifest is None else checkpoint.load_rank(run_dir, manifest, comm.rank, learners.device)
     if saved is not None:

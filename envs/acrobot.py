@@ -23,6 +23,7 @@ EXTREME_HIGH = (1.25, 1.5)
 
 AVAIL_TORQUE = np.array(AcrobotEnv.AVAIL_TORQUE, dtype=np.float64)  # indexed by action
 INITIAL_STATE_BOUND = 0.1  # gymnasium AcrobotEnv.reset default
+REWARD_AT_GOAL, REWARD_ELSEWHERE = np.float32(0.0), np.float32(-1.0)  # gymnasium's, as float32
 DEFAULT_MAX_EPISODE_STEPS = 500  # gymnasium Acrobot-v1; Packer et al. 2018
 
 
@@ -150,7 +151,7 @@ class BatchedAcrobot:
         torque = AVAIL_TORQUE[np.asarray(actions)]  # [K, E]
         self._state = step_physics(self._links, self._state, torque)
         final_obs, terminated = observe(self._state)
-        reward = np.where(terminated, 0.0, -1.0).astype(np.float32)
+        reward = np.where(terminated, REWARD_AT_GOAL, REWARD_ELSEWHERE)
         truncated = self._episodes.lengths + 1 >= self.max_episode_steps
         done = terminated | truncated
         episode_return, episode_length = self._episodes.update(reward, done)
@@ -161,7 +162,9 @@ class BatchedAcrobot:
         """Nothing to release; here so every task batch can be closed alike."""
 
     def _autoreset(self, done: np.ndarray, final_obs: np.ndarray) -> np.ndarray:
-        """Draw new initial states where done; returns the obs after reset: [K, E, 6]."""
+        """Draw new initial states where done; returns the obs after reset: [K, E, 6] (final_obs itself if none is done)."""
+        if not done.any():
+            return final_obs
         obs = final_obs.copy()
         for k, e in zip(*np.nonzero(done)):
             initial = self._draw_initial(k, e)

@@ -81,6 +81,8 @@ class EpisodeTracker:
         """Add this step's reward; return (return, length) of episodes ending here, 0 elsewhere."""
         self.returns += reward
         self.lengths += 1
+        if not done.any():
+            return np.zeros_like(self.returns), np.zeros_like(self.lengths)
         ended_return = np.where(done, self.returns, 0.0)
         ended_length = np.where(done, self.lengths, 0)
         self.returns[done] = 0.0
