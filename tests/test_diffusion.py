@@ -62,3 +62,27 @@ def test_uniform_combining_reaches_consensus_at_the_rate_of_the_eigenvalue():
 def test_disagreement_is_mean_squared_distance_to_the_average():
     params = torch.tensor([[0.0, 0.0], [2.0, 0.0]])
     assert disagreement(params) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("topology", ["ring", "star", "erdos-renyi"])
+def test_the_training_combine_step_equals_the_dense_combination(topology):
+    """The combine step of a training run (sparse, in place, normaliser statistics included)
+    against the dense C of combination.csv applied by hand."""
+    import importlib
+
+    from diffdac.comm import LocalCommunicator
+    from diffdac.config import TrainConfig
+    from diffdac.methods import combination_matrix
+
+    train = importlib.import_module("diffdac.train")
+    config = train.resolve_defaults(TrainConfig(num_learners=9, topology=topology, edge_prob=0.5, hidden=8, separate_init=True,
+                                                normalize=("obs",), envs_per_learner=2).validate())
+    graph = topologies.resolve_graph(config.topology, None, 9, config.edge_prob, config.seed)
+    ids = np.arange(9)
+    learners = train.Learners(config, graph, LocalCommunicator(), train.make_tasks(config, ids), ids)
+    learners.obs_norm.update(torch.randn(9, 40, learners.pop.obs_dim))  # different statistics per learner
+    params, mean = learners.pop.flat.detach().double().clone(), learners.obs_norm.mean.clone()
+    dense = torch.from_numpy(combination_matrix(config, graph))
+    learners.combine(0)
+    torch.testing.assert_close(learners.pop.flat.detach().double(), dense.T @ params, rtol=0, atol=1e-6)
+    torch.testing.assert_close(learners.obs_norm.mean, dense.T @ mean, rtol=0, atol=1e-12)
