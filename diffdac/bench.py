@@ -19,10 +19,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from diffdac import memory
 from diffdac.errors import ConfigError
 
 Row = dict[str, Any]
@@ -54,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default=None, help="gymnasium id of the task family (default: train's default)")
     parser.add_argument("--processes", default=None, help="comma list of process counts (default: 1, 2 and the number of learners)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per set-up; the table shows the median")
-    parser.add_argument("--setups", default="25x16,25x1,256x1,1024x1", help="speed: comma list of LEARNERSxSIMS populations on a ring")
+    parser.add_argument("--setups", default=DEFAULT_SETUPS,
+                        help="speed: comma list of LEARNERSxSIMS[@THREADS] populations on a ring (THREADS: torch CPU threads, default 1)")
     parser.add_argument("--peer-steps", type=int, default=100_000, help="speed: env steps of the Stable-Baselines3 A2C peer")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
 
@@ -213,36 +215,56 @@ def sb3_peer_steps_per_s(steps: int) -> float | None:
     return model.num_timesteps / (time.perf_counter() - start)
 
 
-def parse_setups(text: str) -> list[tuple[int, int]]:
+class Setup(NamedTuple):
+    """One measured population: learners x simulators each, on this many torch threads."""
+
+    learners: int
+    sims: int
+    threads: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.learners}x{self.sims}" + (f"@{self.threads}" if self.threads != 1 else "")
+
+
+# The issue's targets (25x16, 25x1, 1,024x1), a middle size, and the big ones again on both cores.
+DEFAULT_SETUPS = "25x16,25x16@2,25x1,256x1,1024x1,1024x1@2"
+
+
+def parse_setups(text: str) -> list[Setup]:
+    setups = []
     try:
-        setups = [tuple(int(x) for x in item.lower().split("x")) for item in text.split(",") if item.strip()]
+        for item in filter(None, (part.strip().lower() for part in text.split(","))):
+            size, at, threads = item.partition("@")
+            learners, sims = (int(x) for x in size.split("x"))
+            setups.append(Setup(learners, sims, int(threads) if at else 1))
     except ValueError:
         setups = []
-    if not setups or any(len(s) != 2 or min(s) < 1 for s in setups):
-        raise ConfigError(f"--setups takes LEARNERSxSIMS items such as 25x16,1024x1, got {text!r}")
-    return setups  # type: ignore[return-value]
+    if not setups or any(min(s) < 1 for s in setups):
+        raise ConfigError(f"--setups takes LEARNERSxSIMS[@THREADS] items such as 25x16,1024x1@2, got {text!r}")
+    return setups
 
 
-def train_speed(learners: int, sims: int, min_steps: int, run_dir: Path) -> tuple[float, float]:
+def train_speed(setup: Setup, min_steps: int, run_dir: Path) -> tuple[float, float]:
     """(env steps/s, peak resident MB) of one diffdac train run on a ring of the default Acrobot family.
 
     At least 100 updates, so start-up effects are small against the loop.
     """
-    steps = max(min_steps, 100 * learners * sims * 5)
-    options = ["--num-learners", str(learners), "--envs-per-learner", str(sims), "--total-steps", str(steps),
-               "--log-interval", str(steps), "--save-every", str(steps), "--log-dir", str(run_dir), "--no-progress"]
+    steps = max(min_steps, 100 * setup.learners * setup.sims * 5)
+    options = ["--num-learners", str(setup.learners), "--envs-per-learner", str(setup.sims), "--total-steps", str(steps),
+               "--threads", str(setup.threads), "--log-interval", str(steps), "--save-every", str(steps), "--log-dir", str(run_dir),
+               "--no-progress"]
     done = subprocess.run([sys.executable, "-c", _WITH_MAXRSS, "train", *options], check=False,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+                          env={**os.environ, "OMP_NUM_THREADS": str(setup.threads)}, capture_output=True, text=True)
     if done.returncode != 0:
-        raise BenchError(f"the {learners}x{sims} run failed (exit {done.returncode}): {(done.stdout + done.stderr)[-1500:]}")
+        raise BenchError(f"the {setup} run failed (exit {done.returncode}): {(done.stdout + done.stderr)[-1500:]}")
     rss_kb = int(done.stderr.split("MAXRSS_KB")[-1].split()[0])
     progress = (run_dir / "progress.csv").read_text().strip().splitlines()
     header, values = progress[0].split(","), progress[-1].split(",")
     return float(values[header.index("steps_per_s")]), rss_kb / 1024
 
 
-def combine_seconds(learners: int, repeats: int = 30) -> float:
-    """Median time of one combine step (parameters only) on a ring of `learners` Acrobot learners."""
+def combine_seconds(learners: int, threads: int = 1, repeats: int = 30) -> float:
+    """Median time of one combine step (parameters only) on a ring of `learners` Acrobot learners, on `threads` threads."""
     import networkx as nx
     import torch
 
@@ -252,8 +274,9 @@ def combine_seconds(learners: int, repeats: int = 30) -> float:
     src, dst, weight = topologies.combination_weights(nx.cycle_graph(learners), "uniform")
     combiner = Combiner(src, dst, weight, np.arange(learners))
     params = torch.randn(learners, 9_000)  # about the size of the default actor-critic on Acrobot
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as training runs it (--threads 1)
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)  # as training runs it
+    memory.keep_freed_memory()  # as training does: the [K, P] output reuses freed pages
     times = []
     try:
         for _ in range(repeats):
@@ -261,7 +284,7 @@ def combine_seconds(learners: int, repeats: int = 30) -> float:
             combiner.combine(params)
             times.append(time.perf_counter() - start)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(saved_threads)
     return statistics.median(times)
 
 
@@ -273,28 +296,28 @@ def speed(args: argparse.Namespace) -> list[Row]:
     moment of a shared machine weighs on both sides of a ratio.
     """
     setups = parse_setups(args.setups)
-    speeds: dict[tuple[int, int], list[float]] = {s: [] for s in setups}
-    memory: dict[tuple[int, int], float] = {}
+    speeds: dict[Setup, list[float]] = {s: [] for s in setups}
+    memory: dict[Setup, float] = {}
     peer: list[float] = []
     with tempfile.TemporaryDirectory(prefix="diffdac-bench-") as tmp:
         for i in range(args.repeats):
             measured = sb3_peer_steps_per_s(args.peer_steps)
             if measured is not None:
                 peer.append(measured)
-            for learners, sims in setups:
-                value, rss = train_speed(learners, sims, args.total_steps, Path(tmp) / f"{learners}x{sims}-{i}")
-                speeds[(learners, sims)].append(value)
-                memory[(learners, sims)] = max(memory.get((learners, sims), 0.0), rss)
+            for setup in setups:
+                value, rss = train_speed(setup, args.total_steps, Path(tmp) / f"{setup}-{i}")
+                speeds[setup].append(value)
+                memory[setup] = max(memory.get(setup, 0.0), rss)
     reference = statistics.median(peer) if peer else None
     rows: list[Row] = [{"scenario": "speed", "setup": PEER if peer else f"{PEER}: not installed (pip install diffdac[bench])",
                         "steps_per_s": round(reference, 1) if reference else "", "ratio_to_peer": 1.0 if peer else "",
                         "peak_rss_mb": "", "combine_ms": ""}]
-    for learners, sims in setups:
-        value = statistics.median(speeds[(learners, sims)])
+    for setup in setups:
+        value = statistics.median(speeds[setup])
         rows.append({
-            "scenario": "speed", "setup": f"diffdac {learners}x{sims} ring", "steps_per_s": round(value, 1),
-            "ratio_to_peer": round(value / reference, 2) if reference else "", "peak_rss_mb": round(memory[(learners, sims)]),
-            "combine_ms": round(1000 * combine_seconds(learners), 3) if sims == 1 else "",
+            "scenario": "speed", "setup": f"diffdac {setup} ring", "steps_per_s": round(value, 1),
+            "ratio_to_peer": round(value / reference, 2) if reference else "", "peak_rss_mb": round(memory[setup]),
+            "combine_ms": round(1000 * combine_seconds(setup.learners, setup.threads), 3) if setup.sims == 1 else "",
         })
     return rows
 

@@ -94,19 +94,24 @@ def test_random_actions_lie_inside_the_box():
     assert actions.shape == (50, 2, 3) and actions.dtype == np.float32 and np.abs(actions).max() <= 0.4
 
 
-@pytest.mark.parametrize("text", ["25", "25x0", "ax1", ""])
+@pytest.mark.parametrize("text", ["25", "25x0", "ax1", "", "2x2x2", "4x1@0", "4x1@", "4x1@two"])
 def test_bad_setups_are_refused(text):
     with pytest.raises(ValueError, match="--setups"):
         bench.parse_setups(text)
 
 
+def test_setups_take_an_optional_thread_count():
+    assert bench.parse_setups("25x16, 1024x1@2") == [bench.Setup(25, 16, 1), bench.Setup(1024, 1, 2)]
+    assert [str(s) for s in bench.parse_setups(bench.DEFAULT_SETUPS)] == bench.DEFAULT_SETUPS.split(",")
+
+
 def test_the_speed_scenario_measures_real_runs_against_the_peer(capsys, monkeypatch):
     peer_calls = []
     monkeypatch.setattr(bench, "sb3_peer_steps_per_s", lambda steps: peer_calls.append(steps) or 1000.0)
-    assert main(["bench", "--scenario", "speed", "--setups", "2x2,3x1", "--total-steps", "2000", "--repeats", "1", "--json"]) == 0
+    assert main(["bench", "--scenario", "speed", "--setups", "2x2,3x1@2", "--total-steps", "2000", "--repeats", "1", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert peer_calls == [100_000] and rows[0]["steps_per_s"] == 1000.0
-    assert [r["setup"] for r in rows[1:]] == ["diffdac 2x2 ring", "diffdac 3x1 ring"]
+    assert [r["setup"] for r in rows[1:]] == ["diffdac 2x2 ring", "diffdac 3x1@2 ring"]
     for row in rows[1:]:
         assert row["steps_per_s"] > 0 and row["ratio_to_peer"] == round(row["steps_per_s"] / 1000.0, 2)
         assert 50 < row["peak_rss_mb"] < 4000
