@@ -31,16 +31,15 @@ def compute_returns(
     episode ended at step t, so nothing after it flows back into it.
     """
     lam = 1.0 if gae_lambda is None else gae_lambda
-    discount = gamma * (1.0 - dones)  # [T, K, E]: 0 where the episode ended
-    following = torch.cat([values[1:], next_value.unsqueeze(0)])
-    deltas = torch.addcmul(rewards - values, discount, following)  # TD errors, all steps at once
-    advantages = torch.empty_like(deltas)
-    last = deltas[-1]
-    advantages[-1] = last
-    trace = discount * lam
-    for t in range(rewards.shape[0] - 2, -1, -1):  # the only sequential part: one fused op per step
-        last = torch.addcmul(deltas[t], trace[t], last)
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(next_value)
+    following = next_value
+    for t in reversed(range(rewards.shape[0])):
+        alive = 1.0 - dones[t]
+        delta = rewards[t] + gamma * following * alive - values[t]
+        last = delta + gamma * lam * alive * last
         advantages[t] = last
+        following = values[t]
     return advantages, advantages + values
 
 

@@ -9,7 +9,7 @@ import types
 import typing
 from typing import Sequence
 
-from diffdac import bench, evaluate, plot
+from diffdac import bench, bench_compile, evaluate, plot  # noqa: F401 (bench_compile registers its scenario)
 from diffdac.config import TrainConfig
 from diffdac.errors import TrainingError
 

@@ -45,25 +45,41 @@ def derive(*parts: int) -> int:
     return int(_key(*parts)) & 0x7FFFFFFFFFFFFFFF
 
 
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def _splitmix64_int(x: int) -> int:
+    """_splitmix64 on one Python int: the scalar head of a key costs no numpy calls."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
 class Stream:
     """The draws of one stream for fixed learners, simulators and draws, one array per step.
 
-    The key folds (seed, stream, learner, simulator, draw) first and the step last, so the
-    per-element part is folded once here and each step costs one mix: this runs every env step.
+    This runs every env step, so the parts are converted once and the scalar head of the key
+    (seed, stream, step) is folded with Python ints; only the learner, simulator and draw parts
+    are array operations. The key, and so every draw, is the one `_key` folds.
     """
 
     def __init__(self, seed: int, stream: int, learners: np.ndarray, num_sims: int, draws: int = 1) -> None:
-        k = np.asarray(learners, dtype=np.uint64)[:, None, None]
-        e = np.arange(num_sims, dtype=np.uint64)[None, :, None]
-        d = np.arange(draws, dtype=np.uint64)[None, None, :]
+        self._head = _splitmix64_int(_splitmix64_int(int(seed) & _MASK64) ^ int(stream))
+        self._parts = (
+            np.asarray(learners, dtype=np.uint64)[:, None, None],
+            np.arange(num_sims, dtype=np.uint64)[None, :, None],
+            np.arange(draws, dtype=np.uint64)[None, None, :],
+        )
         self.draws = draws
-        self._base = _key(seed, stream, k, e, d)  # [K, E, draws]
 
     def uniform(self, step: int) -> np.ndarray:
         """Uniform floats in [0, 1): `[K, E, draws]`."""
+        key = np.uint64(_splitmix64_int(self._head ^ int(step)))
         with np.errstate(over="ignore"):
-            bits = _splitmix64(self._base ^ np.uint64(step))
-        return (bits >> _S11).astype(np.float64) * (1.0 / (1 << 53))
+            for part in self._parts:
+                key = _splitmix64(key ^ part)
+        return (key >> _S11).astype(np.float64) * (1.0 / (1 << 53))
 
     def normal(self, step: int) -> np.ndarray:
         """Standard normals `[K, E, draws // 2]` by Box-Muller from the two halves of the draws."""

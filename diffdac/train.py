@@ -138,19 +138,14 @@ class Learners:
         k, steps, sims, dim = ro.obs.shape
         obs = ro.obs.view(k, steps * sims, dim)
         actions = ro.actions.transpose(0, 1).reshape(k, steps * sims, *ro.actions.shape[3:])
-        params = pop.trainable()
-        # One critic pass over the rollout, the next observations and (if an episode was cut) the last
-        # observations before the cut: each extra pass would read every learner's weights again.
-        truncated = bool(ro.truncated.any())
-        extra = [self._policy_input(self.obs)] + ([ro.final_obs.view(k, steps * sims, dim)] if truncated else [])
-        all_values = pop.value(torch.cat([obs, *extra], dim=1), params)
-        values = all_values[:, : steps * sims]
         with torch.no_grad():
-            next_value = all_values[:, steps * sims : (steps + 1) * sims].detach()
+            next_value = pop.value(self._policy_input(self.obs))
             rewards = ro.rewards
-            if truncated:
-                final_values = all_values[:, (steps + 1) * sims :].detach().reshape(k, steps, sims).transpose(0, 1)
+            if ro.truncated.any():
+                final_values = pop.value(ro.final_obs.view(k, steps * sims, dim)).view(k, steps, sims).transpose(0, 1)
                 rewards = bootstrap_truncations(rewards, ro.truncated, final_values, cfg.gamma)
+        params = pop.trainable()
+        values = pop.value(obs, params)
         logp, entropy = pop.evaluate(obs, actions, params)
         advantages, returns = compute_returns(
             rewards, values.detach().view(k, steps, sims).transpose(0, 1), ro.dones, next_value, cfg.gamma, cfg.gae_lambda
