@@ -322,6 +322,18 @@ def speed(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+@scenario("combine")
+def combine(args: argparse.Namespace) -> list[Row]:
+    """The combine step alone on rings of --setups learners: its time per edge shows it is linear in the edges."""
+    rows: list[Row] = []
+    for setup in parse_setups(args.setups):
+        seconds = statistics.median(combine_seconds(setup.learners, setup.threads) for _ in range(args.repeats))
+        edge_ends = 3 * setup.learners  # a ring: two neighbours and itself per learner
+        rows.append({"scenario": "combine", "learners": setup.learners, "threads": setup.threads, "combine_ms": round(1000 * seconds, 3),
+                     "ns_per_edge_end": round(1e9 * seconds / edge_ends)})
+    return rows
+
+
 def _block_sizes(num_learners: int, processes: int) -> str:
     """Learners per process as `K` or `K-K+1` (blocks differ by at most one)."""
     low, extra = divmod(num_learners, processes)

@@ -145,3 +145,10 @@ def test_a_failing_compile_is_reported_and_the_eager_time_kept(capsys, monkeypat
     assert main(["bench", "--scenario", "compile", "--setups", "2x1", "--repeats", "1", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)["rows"][0]
     assert row["compiled_us"] == "torch.compile failed: no C++ compiler found" and row["eager_us"] > 0
+
+
+def test_the_combine_scenario_times_one_combine_per_ring_size(capsys):
+    assert main(["bench", "--scenario", "combine", "--setups", "8x1,32x1@2", "--repeats", "1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(r["learners"], r["threads"]) for r in rows] == [(8, 1), (32, 2)]
+    assert all(r["combine_ms"] > 0 and r["ns_per_edge_end"] > 0 for r in rows)
