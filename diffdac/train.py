@@ -117,7 +117,7 @@ class Learners:
             ro.obs[:, t] = self._policy_input(self.obs)
             actions = self.pop.act(ro.obs[:, t], cfg.seed, self.updates * cfg.steps_per_update + t)
             ro.actions[t] = actions
-            result = self.tasks.step(actions.numpy() if actions.device.type == "cpu" else actions.cpu().numpy())
+            result = self.tasks.step(actions.cpu().numpy())
             done = result.terminated | result.truncated
             ro.dones[t] = torch.from_numpy(done)  # copied into the buffer's dtype and device
             ro.rewards[t] = torch.from_numpy(result.reward)
