@@ -18,9 +18,11 @@ LINK_DROP = 0x11D0  # per (undirected link, combine round)
 DELAY = 0xDE1A  # per (directed link, combine round)
 
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+# SplitMix64's constants, as Python ints (for the scalar mix) and as numpy uint64 (for arrays).
+_GOLDEN_INT, _MIX1_INT, _MIX2_INT = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_GOLDEN, _MIX1, _MIX2 = np.uint64(_GOLDEN_INT), np.uint64(_MIX1_INT), np.uint64(_MIX2_INT)
 _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+_MASK64 = 0xFFFFFFFFFFFFFFFF
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -45,14 +47,11 @@ def derive(*parts: int) -> int:
     return int(_key(*parts)) & 0x7FFFFFFFFFFFFFFF
 
 
-_MASK64 = 0xFFFFFFFFFFFFFFFF
-
-
 def _splitmix64_int(x: int) -> int:
     """_splitmix64 on one Python int: the scalar head of a key costs no numpy calls."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    x = (x + _GOLDEN_INT) & _MASK64
+    x = ((x ^ (x >> 30)) * _MIX1_INT) & _MASK64
+    x = ((x ^ (x >> 27)) * _MIX2_INT) & _MASK64
     return x ^ (x >> 31)
 
 

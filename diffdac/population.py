@@ -104,15 +104,17 @@ class Population:
                 row[spec.offset : spec.offset + spec.numel] = w.t().reshape(-1)
         return row
 
-    def _param_views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every parameter as a `[K, *shape]` view of `flat`, in layout order."""
-        k = self.num_learners
-        return {s.name: flat[:, s.offset : s.offset + s.numel].view(k, *s.shape) for s in self.specs}
+    def _view(self, flat: torch.Tensor, spec: ParamSpec) -> torch.Tensor:
+        """One parameter of every learner as a `[K, *shape]` view of `flat`."""
+        return flat[:, spec.offset : spec.offset + spec.numel].view(self.num_learners, *spec.shape)
+
+    def _param_views(self, flat: torch.Tensor) -> Params:
+        """Every parameter as a view of `flat`, in layout order."""
+        return {spec.name: self._view(flat, spec) for spec in self.specs}
 
     def param(self, name: str) -> torch.Tensor:
         """View of one parameter for all learners: `[K, *shape]` (tracked by autograd when grad is on)."""
-        spec = next(s for s in self.specs if s.name == name)
-        return self.flat[:, spec.offset : spec.offset + spec.numel].view(self.num_learners, *spec.shape)
+        return self._view(self.flat, next(s for s in self.specs if s.name == name))
 
     def trainable(self) -> Params:
         """Per-parameter leaves sharing `flat`'s storage, for one forward-backward.
