@@ -4,22 +4,29 @@ A checkpoint at env step S is `stepS.rankRRR.pt` from every rank plus `stepS.jso
 writes only after every rank has written its file (a barrier in between). A kill at any moment
 therefore leaves either a complete checkpoint or files without a manifest, which are ignored.
 Every file is written to a temporary name and renamed, so none is ever half written.
+
+Run directories travel between people, so a checkpoint holds tensors and plain values only and
+is read with `torch.load(weights_only=True)`: a planted file can fail to load, never run code.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from diffdac.errors import ConfigError
+from diffdac.errors import CheckpointError, ConfigError, TrainingError
 
 MANIFEST = re.compile(r"step(\d{12})\.json$")
+RANK_FILE = re.compile(r"step(\d{12})\.rank(\d{3})\.pt(\.tmp)?$")
+STATE_KEYS = ("learners", "loop")
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -38,6 +45,11 @@ def manifest_path(run_dir: Path, steps: int) -> Path:
     return checkpoint_dir(run_dir) / f"{_stem(steps)}.json"
 
 
+def is_checkpoint_file(name: str) -> bool:
+    """Whether a file name in checkpoints/ is one diffdac writes (a rank file, a manifest, or their temporaries)."""
+    return bool(RANK_FILE.fullmatch(name) or MANIFEST.fullmatch(name.removesuffix(".tmp")))
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What rank 0 records once every rank's file of a checkpoint is on disk."""
@@ -50,23 +62,62 @@ class Manifest:
     def rank_paths(self, run_dir: Path) -> list[Path]:
         return [rank_path(run_dir, self.steps, r) for r in range(self.world_size)]
 
+    @classmethod
+    def read(cls, path: Path) -> "Manifest":
+        """A manifest file, checked field by field: it comes from a run directory, which anyone may have edited."""
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{path} is not a readable checkpoint manifest ({_reason(err)})") from None
+        types = {"steps": int, "updates": int, "world_size": int, "complete": bool}
+        if not isinstance(values, dict) or set(values) != set(types):
+            raise CheckpointError(f"{path} is not a checkpoint manifest: expected the keys {', '.join(types)}")
+        for key, kind in types.items():
+            if type(values[key]) is not kind or (kind is int and values[key] < (1 if key == "world_size" else 0)):
+                raise CheckpointError(f"{path} has an invalid {key!r}: {values[key]!r}")
+        manifest = cls(**values)
+        if manifest_path(path.parent.parent, manifest.steps).name != path.name:
+            raise CheckpointError(f"{path} records step {manifest.steps}, not the step in its name")
+        return manifest
+
 
 def save_rank(run_dir: Path, steps: int, rank: int, state: dict[str, Any]) -> None:
-    """This rank's part of the checkpoint at `steps`, written atomically."""
+    """This rank's part of the checkpoint at `steps`, written atomically.
+
+    A write that fails (no space, no permission) leaves no temporary file and names the cause;
+    the checkpoints written before it stay valid.
+    """
     path = rank_path(run_dir, steps, rank)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointWriteError(f"rank {rank} could not write its checkpoint {path} ({_reason(err)})") from None
+
+
+class CheckpointWriteError(TrainingError):
+    """A checkpoint could not be written: the run stops, keeping the checkpoints it had."""
 
 
 def commit(run_dir: Path, manifest: Manifest, keep: int) -> None:
-    """Rank 0, after the barrier: declare the checkpoint valid, then drop manifests beyond the last `keep`."""
+    """Rank 0, after the barrier: declare the checkpoint valid, then drop manifests beyond the last `keep`.
+
+    Manifests past this step come from before a resume that went back further (an unreadable
+    newer checkpoint was skipped); they describe a future this run no longer has, so they go too.
+    """
     path = manifest_path(run_dir, manifest.steps)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest.__dict__) + "\n")
-    os.replace(tmp, path)
-    for old in manifests(run_dir)[:-keep]:
+    try:
+        tmp.write_text(json.dumps(manifest.__dict__) + "\n")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointWriteError(f"could not write the checkpoint manifest {path} ({_reason(err)})") from None
+    found = manifests(run_dir)
+    for old in [m for m in found if m.steps <= manifest.steps][:-keep] + [m for m in found if m.steps > manifest.steps]:
         manifest_path(run_dir, old.steps).unlink(missing_ok=True)
 
 
@@ -76,8 +127,8 @@ def prune_rank(run_dir: Path, rank: int, keep: int, current: int) -> None:
     Done per rank from its own files, because on several machines only rank 0 sees the
     manifests. Files past `current` are left over from before a resume and are dropped too.
     """
-    paths = sorted(checkpoint_dir(run_dir).glob(f"step*.rank{rank:03d}.pt"))
-    steps = [int(p.name[4:16]) for p in paths]
+    paths = sorted(p for p in checkpoint_dir(run_dir).glob(f"step*.rank{rank:03d}.pt") if RANK_FILE.fullmatch(p.name))
+    steps = [int(RANK_FILE.fullmatch(p.name).group(1)) for p in paths]
     kept = sorted(s for s in steps if s <= current)[-keep:]
     for path, step in zip(paths, steps):
         if step not in kept:
@@ -86,13 +137,22 @@ def prune_rank(run_dir: Path, rank: int, keep: int, current: int) -> None:
         stray.unlink(missing_ok=True)
 
 
+def scan(run_dir: Path) -> tuple[list[Manifest], list[str]]:
+    """Valid checkpoint manifests of a run, oldest first, and one line for each manifest that is not valid."""
+    found, problems = [], []
+    for path in sorted(checkpoint_dir(run_dir).glob("step*.json")):
+        if not MANIFEST.fullmatch(path.name):
+            continue
+        try:
+            found.append(Manifest.read(path))
+        except CheckpointError as err:
+            problems.append(str(err))
+    return sorted(found, key=lambda m: m.steps), problems
+
+
 def manifests(run_dir: Path) -> list[Manifest]:
-    """Valid checkpoints of a run, oldest first."""
-    found = []
-    for path in checkpoint_dir(run_dir).glob("step*.json"):
-        if MANIFEST.fullmatch(path.name):
-            found.append(Manifest(**json.loads(path.read_text())))
-    return sorted(found, key=lambda m: m.steps)
+    """Valid checkpoints of a run, oldest first (unreadable manifests are left out)."""
+    return scan(run_dir)[0]
 
 
 def latest(run_dir: Path) -> Manifest | None:
@@ -102,10 +162,24 @@ def latest(run_dir: Path) -> Manifest | None:
 
 
 def load_rank(run_dir: Path, manifest: Manifest, rank: int, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """One rank's checkpoint file: tensors and plain values only, never unpickled objects.
+
+    Any file that is missing, truncated, not a torch file, or holds anything else raises a
+    CheckpointError naming the file.
+    """
     path = rank_path(run_dir, manifest.steps, rank)
     if not path.is_file():
-        raise ConfigError(f"checkpoint at step {manifest.steps} has no file for rank {rank} ({path}): copy it here or resume from an older one")
-    return torch.load(path, map_location=device, weights_only=False)
+        raise CheckpointError(f"checkpoint at step {manifest.steps} has no file for rank {rank} ({path})")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} holds objects other than tensors and plain values; diffdac does not unpickle them, "
+                              "since that could run code") from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({_reason(err)})") from None
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) for k in STATE_KEYS):
+        raise CheckpointError(f"{path} is not a diffdac checkpoint: expected a dict with {' and '.join(STATE_KEYS)}")
+    return state
 
 
 def resolve(run_dir: Path, which: str | None) -> Manifest:
@@ -130,19 +204,36 @@ def _int_or_none(text: str) -> int | None:
         return None
 
 
+def _reason(err: BaseException) -> str:
+    """The first line of an error, without the traceback: what a user reads in a one-line message."""
+    text = (str(err).strip().splitlines() or [""])[0]
+    if isinstance(err, OSError) and err.strerror:
+        text = err.strerror
+    return text or type(err).__name__
+
+
 def gather(run_dir: Path, key: str = "params", manifest: Manifest | None = None) -> torch.Tensor:
     """One learner state of every learner, in learner order, from all ranks' files of a checkpoint.
 
     `key` names an entry of the learners' state, dotted for nested ones (`obs_norm.mean`); the
-    newest checkpoint unless `manifest` is given.
+    newest checkpoint unless `manifest` is given. Files that do not hold what a diffdac
+    checkpoint holds raise a CheckpointError.
     """
     manifest = manifest or resolve(run_dir, None)
     rows: dict[int, torch.Tensor] = {}
     for rank in range(manifest.world_size):
+        path = rank_path(run_dir, manifest.steps, rank)
         state = load_rank(run_dir, manifest, rank)["learners"]
-        value = state
-        for part in key.split("."):
-            value = value[part]
-        for i, learner in enumerate(state["learner_ids"].tolist()):
-            rows[learner] = value[i]
-    return torch.stack([rows[k] for k in sorted(rows)])
+        try:
+            value = state
+            for part in key.split("."):
+                value = value[part]
+            ids = state["learner_ids"].tolist()
+            for i, learner in enumerate(ids):
+                rows[int(learner)] = value[i]
+        except (KeyError, TypeError, IndexError, AttributeError):
+            raise CheckpointError(f"{path} has no {key!r} for its learners: it is not a diffdac checkpoint") from None
+    try:
+        return torch.stack([rows[k] for k in sorted(rows)])
+    except RuntimeError:
+        raise CheckpointError(f"the files of the checkpoint at step {manifest.steps} disagree on the shape of {key!r}") from None

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
+from pathlib import Path
 from typing import Sequence
 
-from diffdac import bench, bench_compile, evaluate, plot  # noqa: F401 (bench_compile registers its scenario)
 from diffdac.config import TrainConfig
-from diffdac.errors import TrainingError
+from diffdac.errors import ConfigError, TrainingError
 
 EXIT_USAGE = 2
 
@@ -53,6 +54,9 @@ def _comma_list(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand's options; the subcommands' modules (torch, pandas) are imported here, inside main's Ctrl-C guard."""
+    from diffdac import bench, bench_compile, evaluate, plot  # noqa: F401 (bench_compile registers its scenario)
+
     parser = OneLineParser(prog="diffdac", description="Decentralised multitask RL by diffusion (Diff-DAC).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     train = sub.add_parser("train", help="train a network of learners (or continue one with --resume)", allow_abbrev=False)
@@ -76,7 +80,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     --adjacency without --topology replaces the default topology.
     """
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    if given.get("resume") and given.get("log_dir"):
+    if given.get("resume") and given.get("log_dir") and (Path(given["log_dir"]) / "config.json").exists():
         return dataclasses.replace(TrainConfig.from_run(given["log_dir"]), **given)
     if given.get("adjacency") is not None and "topology" not in given:
         given["topology"] = None
@@ -86,12 +90,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run_train(args: argparse.Namespace) -> int:
     from diffdac.distributed import connect
     from diffdac.methods import communication
-    from diffdac.train import prepare, train
+    from diffdac.training import prepare, run
 
-    config = config_from_args(args)
-    config, graph, _ = prepare(config)  # bad input ends every rank before any of them waits on a rendezvous
-    with connect(config, communication(config, graph)) as comm:
-        train(config, comm)
+    prepared = prepare(config_from_args(args))  # bad input ends every rank before any of them waits on a rendezvous
+    with connect(prepared.config, communication(prepared.config, prepared.graph)) as comm:
+        run(prepared, comm)
     return 0
 
 
@@ -104,7 +107,25 @@ def run_topology(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": run_train, "topology": run_topology, "bench": bench.run, "plot": plot.main, "eval": evaluate.main}
+def run_bench(args: argparse.Namespace) -> int:
+    from diffdac import bench
+
+    return bench.run(args)
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from diffdac import plot
+
+    return plot.main(args)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from diffdac import evaluate
+
+    return evaluate.main(args)
+
+
+COMMANDS = {"train": run_train, "topology": run_topology, "bench": run_bench, "plot": run_plot, "eval": run_eval}
 
 
 def _is_lead() -> bool:
@@ -115,17 +136,36 @@ def _is_lead() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `diffdac` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the `diffdac` command; returns the exit status.
+
+    Bad input is one line and status 2, a failed run one line and status 1, Ctrl-C (start-up
+    included) one line and status 130, and a reader that goes away (`| head`) a quiet exit.
+    """
     try:
+        args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except ValueError as err:  # ConfigError, TopologyError: bad input, found before training
+    except KeyboardInterrupt:
+        print("diffdac: interrupted", file=sys.stderr)
+        return 130
+    except (ConfigError, _topology_error()) as err:  # bad input, found before training
         if _is_lead():
             print(f"diffdac: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingError as err:
         print(f"diffdac: training stopped: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("diffdac: interrupted", file=sys.stderr)
-        return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+
+
+def _topology_error() -> type[Exception]:
+    from topologies import TopologyError
+
+    return TopologyError
+
+
+def _silence_stdout() -> None:
+    """After the reader of stdout has gone, point stdout at /dev/null so Python's exit flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ NORMALIZE_CHOICES = ("obs", "reward")
 DEVICES = ("cpu", "cuda")
 METHODS = ("diff-a2c", "centralized", "isolated", "gala")
 BACKENDS = ("gloo", "nccl")
+MAX_SEED = 2**63 - 1  # seeds fold into 64-bit keys; torch generators take signed 64-bit values
 
 
 def opt(default: Any, doc: str, **kwargs: Any) -> Any:
@@ -68,6 +71,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Refuse bad input with a ConfigError naming the option and the fix."""
+        self._check_types()
         for name in ("num_learners", "envs_per_learner", "steps_per_update", "combine_every", "total_steps", "hidden", "log_interval", "threads",
                      "save_every", "keep_checkpoints"):
             value = getattr(self, name)
@@ -77,6 +81,18 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"--{_flag(name)} must be a finite number >= 0, got {value!r}")
+        if not 0 <= self.rms_alpha < 1:
+            raise ConfigError(f"--rms-alpha must lie in [0, 1) (RMSprop's smoothing constant), got {self.rms_alpha}")
+        if self.rms_eps <= 0:
+            raise ConfigError(f"--rms-eps must be > 0 (it keeps RMSprop from dividing by zero), got {self.rms_eps}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"--seed must be an integer in [0, 2**63 - 1], got {self.seed}")
+        if self.total_steps < self.steps_per_update_all:
+            raise ConfigError(
+                f"--total-steps {self.total_steps} is less than one update of {self.steps_per_update_all} env steps "
+                f"({self.num_learners} learners x {self.envs_per_learner} simulators x {self.steps_per_update} steps): "
+                f"give --total-steps {self.steps_per_update_all} or more"
+            )
         if not 0 <= self.gamma <= 1:
             raise ConfigError(f"--gamma must lie in [0, 1], got {self.gamma}")
         if self.gae_lambda is not None and not 0 <= self.gae_lambda <= 1:
@@ -98,6 +114,24 @@ class TrainConfig:
         if self.resume and not self.log_dir:
             raise ConfigError("--resume continues a run in place: give its directory with --log-dir DIR")
         return self
+
+    @property
+    def steps_per_update_all(self) -> int:
+        """Env steps one update makes, summed over all learners and simulators."""
+        return self.num_learners * self.envs_per_learner * self.steps_per_update
+
+    @property
+    def steps_to_run(self) -> int:
+        """Env steps the run makes: whole updates, as many as fit in --total-steps."""
+        return self.total_steps // self.steps_per_update_all * self.steps_per_update_all
+
+    def _check_types(self) -> None:
+        """Every option has its annotated type: config.json and config files are untrusted, and so is the Python API."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value, hint = getattr(self, f.name), hints[f.name]
+            if not _has_type(value, hint):
+                raise ConfigError(f"--{_flag(f.name)} must be {_type_name(hint)}, got {value!r}")
 
     def _validate_method(self) -> None:
         if self.method not in METHODS:
@@ -126,6 +160,8 @@ class TrainConfig:
                 raise ConfigError(f"--fail-learner takes LEARNER@STEP such as 3@100000, got {item!r}") from None
             if not 0 <= k < self.num_learners or s < 0:
                 raise ConfigError(f"--fail-learner {item}: the learner must be in 0..{self.num_learners - 1} and the step >= 0")
+            if k in out:
+                raise ConfigError(f"--fail-learner names learner {k} twice ({k}@{out[k]} and {item}): a learner leaves the graph once")
             out[k] = s
         return out
 
@@ -154,14 +190,43 @@ class TrainConfig:
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:
-    """config.json of a run directory, or a ResumeError saying it is not one."""
+    """config.json of a run directory as a dict, or a ResumeError saying why it is not one."""
     path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise ResumeError(f"{run_dir} is not a diffdac run (no config.json): give the directory of an existing run")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ResumeError(f"{run_dir} is not a diffdac run (no config.json): give the --log-dir of an existing run") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise ResumeError(f"cannot read {path}: {err}") from None
+        values = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise ResumeError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+    except (json.JSONDecodeError, RecursionError):
+        raise ResumeError(f"{path} is not valid JSON: it is not a diffdac run's config.json") from None
+    if not isinstance(values, dict) or not {"env", "num_learners"} <= set(values):
+        raise ResumeError(f"{path} is not a diffdac run's config.json: expected a JSON object with env, num_learners, ...")
+    return values
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """isinstance for the annotations TrainConfig uses: int, float, str, bool, `X | None`, tuple[str, ...]."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_has_type(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "unset"}
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return "a comma list of names"
+    return names.get(hint, str(hint))
 
 
 # Options that control how a run is carried out, not what it computes: free to change on --resume.

@@ -11,3 +11,7 @@ class TrainingError(RuntimeError):
 
 class ResumeError(ConfigError):
     """A run directory that cannot be resumed as asked (not a run, other options, logs that do not match)."""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint file or manifest that cannot be used: missing, truncated, edited, or holding more than tensors."""

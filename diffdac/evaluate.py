@@ -10,6 +10,7 @@ policies are compared on equal terms.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,11 +110,19 @@ def _task_file(path: Path, config: TrainConfig) -> TaskSet:
         raise ConfigError(f"--tasks takes train, heldout or a tasks.csv file; {path} is none of them")
     if not is_batched_acrobot(config.env):
         raise ConfigError("--tasks FILE holds Acrobot task parameters; for other envs use --tasks train or heldout")
-    frame = pd.read_csv(path)
+    try:
+        frame = pd.read_csv(path)
+    except (ValueError, OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read --tasks {path} as a CSV table ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
     missing = {"mass", "length", "inertia"} - set(frame.columns)
     if missing:
         raise ConfigError(f"{path} lacks the column(s) {', '.join(sorted(missing))} of an Acrobot tasks.csv")
-    tasks = frame[["mass", "length", "inertia"]].to_dict("records")
+    values = frame[["mass", "length", "inertia"]].apply(pd.to_numeric, errors="coerce")
+    bad = values[~(np.isfinite(values) & (values > 0)).all(axis=1)]
+    if len(frame) == 0 or len(bad):
+        where = f"row {bad.index[0] + 1} has {bad.iloc[0].to_dict()}" if len(bad) else "it has no rows"
+        raise ConfigError(f"{path} must give masses, lengths and inertias > 0: {where}")
+    tasks = values.to_dict("records")
     return TaskSet(config.env, _table(tasks), list(range(len(tasks))), tasks)
 
 
@@ -176,13 +185,14 @@ def main(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be a positive integer, got {args.episodes}")
-    config = TrainConfig.from_run(run_dir)
-    torch.set_num_threads(config.threads)
+    config = TrainConfig.from_run(run_dir).validate()
+    out = Path(args.out) if args.out else run_dir / "eval.csv"
+    check_out(out)
+    torch.set_num_threads(min(config.threads, os.cpu_count() or 1))
     manifest = checkpoint.resolve(run_dir, args.checkpoint)
     policies = load_policies(run_dir, config, manifest, args.policies)
     tasks = task_set(config, args.tasks)
     rows = run_episodes(config, policies, tasks, args.episodes, args.stochastic, args.seed)
-    out = Path(args.out) if args.out else run_dir / "eval.csv"
     rows.assign(checkpoint_steps=manifest.steps).to_csv(out, index=False)
     mode = "stochastic" if args.stochastic else "greedy"
     print(f"{mode} policies of {run_dir} at step {manifest.steps} on {len(tasks.task_ids)} {args.tasks} tasks of {tasks.env_id}, "
@@ -190,6 +200,14 @@ def main(args: argparse.Namespace) -> int:
     print(_short(summary(rows)).to_string(float_format=lambda v: f"{v:.1f}"))
     print(f"wrote {out}")
     return 0
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that cannot take a CSV before any episode is played."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory: give a file name such as {out / 'eval.csv'}")
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write {out}: directory {out.parent} does not exist")
 
 
 def _short(table: pd.DataFrame) -> pd.DataFrame:

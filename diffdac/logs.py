@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import IO, Any, Sequence
@@ -12,6 +13,7 @@ from typing import IO, Any, Sequence
 import numpy as np
 import pandas as pd
 
+from diffdac import checkpoint
 from diffdac.errors import ResumeError
 
 PROGRESS_COLUMNS = (
@@ -20,9 +22,67 @@ PROGRESS_COLUMNS = (
 )
 
 
+# The files a run writes at the top of its directory (eval.csv: diffdac eval); monitor/ and
+# checkpoints/ hold only files named by MONITOR_NAME and checkpoint.is_checkpoint_file.
+RUN_FILES = ("config.json", "topology.csv", "combination.csv", "tasks.csv", "progress.csv")
+EVAL_FILE = re.compile(r"eval(-[A-Za-z0-9_.-]+)?\.csv$")
+MONITOR_NAME = re.compile(r"learner(\d+)\.sim(\d+)\.monitor\.csv$")
+
+
 def monitor_path(run_dir: Path, learner: int, sim: int) -> Path:
     """One Monitor file per simulator: several writers on one CSV would interleave rows."""
     return run_dir / "monitor" / f"learner{learner:03d}.sim{sim:02d}.monitor.csv"
+
+
+def _written_by_a_run(path: Path) -> bool:
+    """Whether diffdac writes a file of this name at this place of a run directory (temporaries included)."""
+    name = path.name.removesuffix(".tmp")
+    if path.parent.name == "monitor":
+        return bool(MONITOR_NAME.fullmatch(name))
+    if path.parent.name == "checkpoints":
+        return checkpoint.is_checkpoint_file(path.name)
+    return name in RUN_FILES or bool(EVAL_FILE.fullmatch(name))
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The files in `run_dir` that a diffdac run (or diffdac eval) writes, found by name; nothing else."""
+    places = [run_dir, run_dir / "monitor", run_dir / "checkpoints"]
+    return [p for place in places if place.is_dir() for p in sorted(place.iterdir()) if p.is_file() and _written_by_a_run(p)]
+
+
+def remove_run_files(run_dir: Path) -> None:
+    """Remove an earlier run's files before --overwrite writes a new one, and only those.
+
+    A user's own files (a notes.txt, checkpoints/my_model.pt) stay, and so do monitor/ and
+    checkpoints/ when something of theirs is left in them.
+    """
+    for path in run_files(run_dir):
+        path.unlink(missing_ok=True)
+    for place in (run_dir / "monitor", run_dir / "checkpoints"):
+        if place.is_dir() and not any(place.iterdir()):
+            place.rmdir()
+
+
+def check_rows(path: Path, header_lines: int, keep_rows: int) -> None:
+    """Refuse (ResumeError) a log that cannot be cut back to `keep_rows` rows: missing, or with fewer rows.
+
+    Resume checks every log with this before it cuts any of them, so a run directory that does
+    not match its checkpoint is left exactly as it was.
+    """
+    _complete_lines(path, header_lines, keep_rows)
+
+
+def _complete_lines(path: Path, header_lines: int, keep_rows: int) -> list[str]:
+    """The newline-terminated lines of a log holding at least `keep_rows` rows (a row cut in half by a kill is dropped)."""
+    if not path.is_file():
+        raise ResumeError(f"{path} is missing: the run directory does not match its checkpoint")
+    try:
+        lines = path.read_text().split("\n")[:-1]  # the text after the last newline is an unfinished row
+    except (OSError, UnicodeDecodeError) as err:
+        raise ResumeError(f"cannot read {path} ({getattr(err, 'strerror', None) or err}): the run directory does not match its checkpoint") from None
+    if len(lines) < header_lines + keep_rows:
+        raise ResumeError(f"{path} has {len(lines) - header_lines} rows but its checkpoint counted {keep_rows}: the run directory does not match its checkpoint")
+    return lines
 
 
 class MonitorFile:
@@ -62,12 +122,7 @@ def truncate_rows(path: Path, header_lines: int, keep_rows: int) -> list[str]:
 
     A row cut in half by a kill has no newline yet and is dropped with the rest.
     """
-    if not path.is_file():
-        raise ResumeError(f"{path} is missing: the run directory does not match its checkpoint")
-    lines = path.read_text().split("\n")
-    complete = lines[:-1]  # the text after the last newline is an unfinished row
-    if len(complete) < header_lines + keep_rows:
-        raise ResumeError(f"{path} has {len(complete) - header_lines} rows but its checkpoint counted {keep_rows}: the run directory does not match its checkpoint")
+    complete = _complete_lines(path, header_lines, keep_rows)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in complete[: header_lines + keep_rows]))
     os.replace(tmp, path)

@@ -66,6 +66,8 @@ def check_args(args: argparse.Namespace) -> None:
     if args.bin_steps < 1:
         raise ConfigError(f"--bin-steps must be a positive number of env steps, got {args.bin_steps}")
     for path in (args.out, args.csv):
+        if path is not None and path.is_dir():
+            raise ConfigError(f"{path} is a directory: give a file name such as {path / ('curves.png' if path == args.out else 'table.csv')}")
         if path is not None and not path.parent.is_dir():
             raise ConfigError(f"cannot write {path}: directory {path.parent} does not exist")
     parse_steps(args.at)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from diffdac import noise
+from diffdac.errors import ConfigError
 
 # Orthogonal gains of the original's MLP base (Kostrikov's pytorch-a2c-ppo-acktr-gail).
 HIDDEN_GAIN = math.sqrt(2)
@@ -58,6 +59,19 @@ def _layout(obs_dim: int, hidden: int, action_dim: int, continuous: bool) -> lis
     return specs
 
 
+def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
+    """Refuse (ConfigError) the spaces an MLP actor-critic cannot serve: images, dicts, multi-discrete actions."""
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
+        raise ConfigError(f"diffdac needs flat Box observations, the environment gives {observation_space}")
+    if not isinstance(action_space, (gym.spaces.Box, gym.spaces.Discrete)) or len(action_space.shape or ()) > 1:
+        raise ConfigError(f"diffdac needs Discrete or flat Box actions, the environment takes {action_space}")
+
+
+def action_dim(action_space: gym.Space) -> int:
+    """Logits of a Discrete space, or the size of a flat Box."""
+    return int(action_space.n) if isinstance(action_space, gym.spaces.Discrete) else action_space.shape[0]
+
+
 class Population:
     """A block of K actor-critic learners with global ids `learner_ids`."""
 
@@ -71,13 +85,10 @@ class Population:
         separate_init: bool = False,
         device: str | torch.device = "cpu",
     ) -> None:
-        if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-            raise ValueError(f"diffdac needs flat Box observations, got {observation_space}")
+        check_spaces(observation_space, action_space)
         self.continuous = isinstance(action_space, gym.spaces.Box)
-        if not self.continuous and not isinstance(action_space, gym.spaces.Discrete):
-            raise ValueError(f"diffdac needs Discrete or Box actions, got {action_space}")
         self.obs_dim = observation_space.shape[0]
-        self.action_dim = action_space.shape[0] if self.continuous else int(action_space.n)
+        self.action_dim = action_dim(action_space)
         self.learner_ids = np.asarray(learner_ids, dtype=np.int64)
         self.specs = _layout(self.obs_dim, hidden, self.action_dim, self.continuous)
         self.num_params = sum(s.numel for s in self.specs)

@@ -37,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from diffdac.config import TrainConfig
+from diffdac.config import TrainConfig, read_run_config
 from diffdac.errors import ConfigError
 
 # Options that say where or how a run was logged, not what was learned: never split a curve.
@@ -100,12 +100,13 @@ def read_monitor(path: Path) -> pd.DataFrame:
 def read_config(run_dir: Path) -> dict[str, Any]:
     """config.json of a run, with the two counts the time line needs."""
     path = run_dir / "config.json"
-    if not path.is_file():
-        raise RunError(f"{run_dir} is not a run directory of diffdac train: it has no config.json")
-    config = {**OPTION_DEFAULTS, **json.loads(path.read_text())}  # runs made before an option existed had its default
+    try:
+        config = {**OPTION_DEFAULTS, **read_run_config(run_dir)}  # runs made before an option existed had its default
+    except ConfigError as err:
+        raise RunError(str(err)) from None
     for key in ("num_learners", "envs_per_learner"):
-        if not isinstance(config.get(key), int):
-            raise RunError(f"{path} has no integer {key!r}: was it written by diffdac train?")
+        if not isinstance(config.get(key), int) or isinstance(config.get(key), bool) or config[key] < 1:
+            raise RunError(f"{path} has no positive integer {key!r}: was it written by diffdac train?")
     return config
 
 
@@ -136,7 +137,16 @@ def read_progress(run_dir: Path) -> pd.DataFrame:
         lines = lines[:-1]
     if len(lines) < 2:
         return pd.DataFrame({"steps": pd.Series(dtype="int64"), "time": pd.Series(dtype=float), "disagreement": pd.Series(dtype=float)})
-    return pd.read_csv(io.StringIO("".join(lines))).dropna(subset=["steps"])
+    try:
+        table = pd.read_csv(io.StringIO("".join(lines)))
+    except (ValueError, pd.errors.ParserError) as err:
+        raise RunError(f"{path} is not a progress.csv of diffdac train ({str(err).splitlines()[0]})") from None
+    numbers = table.apply(pd.to_numeric, errors="coerce")
+    bad = numbers.isna() & table.notna()
+    if bad.any().any() or "steps" not in table:
+        line = int(bad.any(axis=1).to_numpy().argmax()) + 2 if bad.any().any() else 1
+        raise RunError(f"{path} line {line} is not a row of numbers: remove it (a run writes only numbers there)")
+    return numbers.dropna(subset=["steps"])
 
 
 def load_run(run_dir: Path) -> Run:

@@ -130,20 +130,29 @@ class BatchedAcrobot:
         self._episodes.clear()
 
     def state_dict(self) -> dict:
-        """Physical states, running episodes and reset generators: enough to continue bit for bit."""
+        """Physical states, running episodes and reset generators: enough to continue bit for bit.
+
+        Plain lists and ints only (float64 survives a Python float exactly), so a checkpoint holding
+        it loads with torch.load(weights_only=True) and never unpickles an object.
+        """
         return {
-            "state": self.state,
-            "returns": self._episodes.returns.copy(),
-            "lengths": self._episodes.lengths.copy(),
+            "state": self.state.tolist(),
+            "returns": self._episodes.returns.tolist(),
+            "lengths": self._episodes.lengths.tolist(),
             "rngs": [[rng.bit_generator.state for rng in row] for row in self._rngs],
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self._set_state(state["state"])
-        self._episodes.returns[...] = state["returns"]
-        self._episodes.lengths[...] = state["lengths"]
-        for row, saved_row in zip(self._rngs, state["rngs"]):
-            for rng, saved in zip(row, saved_row):
+        """Take back `state_dict()`; a state of other learners or simulators raises ValueError."""
+        shape = (self.num_learners, self.envs_per_learner)
+        arrays = {key: np.asarray(state[key], dtype=dtype) for key, dtype in (("state", np.float64), ("returns", np.float64), ("lengths", np.int64))}
+        if arrays["state"].shape != shape + (4,) or arrays["returns"].shape != shape or arrays["lengths"].shape != shape:
+            raise ValueError(f"the saved simulators are not {shape[0]} learners x {shape[1]} simulators")
+        self._set_state(arrays["state"])
+        self._episodes.returns[...] = arrays["returns"]
+        self._episodes.lengths[...] = arrays["lengths"]
+        for row, saved_row in zip(self._rngs, state["rngs"], strict=True):
+            for rng, saved in zip(row, saved_row, strict=True):
                 rng.bit_generator.state = saved
 
     def step(self, actions: np.ndarray) -> StepResult:

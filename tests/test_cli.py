@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from diffdac.cli import build_parser, config_from_args, main
 
@@ -33,7 +34,23 @@ BAD_TRAIN_INPUT = [
     (["--steps-per-update", "0"], "--steps-per-update"),
     (["--lr", "inf"], "--lr"),
     (["--save-every", "0"], "--save-every"),
-    (["--resume"], "is not a diffdac run (no config.json)"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", str(2**64)], "--seed"),
+    (["--rms-alpha", "1"], "--rms-alpha"),
+    (["--rms-eps", "0"], "--rms-eps"),
+    (["--total-steps", "100"], "less than one update of 160 env steps"),
+    (["--fail-learner", "1@100,1@200"], "names learner 1 twice"),
+    (["--env", "CarRacing-v3"], "CarRacing-v3"),  # needs box2d, which the project does not install
+    (["--threads", "100000"], "--threads 100000 is more than the"),
+    (["--num-learners", "1000000000", "--total-steps", str(10**14)], "needs about"),
+    (["--envs-per-learner", "1000000000000", "--total-steps", str(10**18)], "needs about"),
+    (["--hidden", "100000"], "needs about"),
+    (["--steps-per-update", "100000000", "--total-steps", str(10**12)], "needs about"),
+    (["--num-learners", "30000", "--topology", "full", "--total-steps", str(10**9)], "needs about"),
+    (["--adjacency", "[" * 5000 + "]" * 5000], "nested too deeply"),
+    (["--adjacency", "/dev/zero"], "not a regular file"),
+    (["--log-dir", "/proc/diffdac-run"], "cannot write to --log-dir"),
+    *([(["--device", "cuda"], "no CUDA device")] if not torch.cuda.is_available() else []),
 ]
 
 
@@ -81,13 +98,14 @@ def _exit_status(argv: list[str]) -> int:
 @pytest.mark.parametrize("args, expected", BAD_TRAIN_INPUT)
 def test_bad_input_is_one_line_and_exit_2_before_anything_is_written(tmp_path, monkeypatch, capsys, args, expected):
     monkeypatch.chdir(tmp_path)
-    status = _exit_status(["train", "--log-dir", str(tmp_path / "run"), "--no-progress", *args])
+    log_dir = [] if "--log-dir" in args else ["--log-dir", str(tmp_path / "run")]
+    status = _exit_status(["train", *log_dir, "--no-progress", *args])
     err = capsys.readouterr().err
     assert status == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("diffdac: error: "), err
     assert expected in lines[0]
-    assert not (tmp_path / "run").exists()
+    assert list(tmp_path.iterdir()) == []  # no run directory, nor anything else in the working directory
 
 
 def test_the_module_form_reports_bad_input_without_a_traceback(tmp_path):

@@ -74,7 +74,7 @@ def test_the_training_combine_step_equals_the_dense_combination(topology):
     from diffdac.config import TrainConfig
     from diffdac.methods import combination_matrix
 
-    train = importlib.import_module("diffdac.train")
+    train = importlib.import_module("diffdac.training")
     config = train.resolve_defaults(TrainConfig(num_learners=9, topology=topology, edge_prob=0.5, hidden=8, separate_init=True,
                                                 normalize=("obs",), envs_per_learner=2).validate())
     graph = topologies.resolve_graph(config.topology, None, 9, config.edge_prob, config.seed)

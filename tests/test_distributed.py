@@ -29,7 +29,7 @@ from diffdac.cli import build_parser, config_from_args
 from diffdac.comm import learner_block
 from diffdac.diffusion import Combiner
 from diffdac.distributed import plan_exchange
-from diffdac.train import train
+from diffdac.training import train
 
 # 5 learners: P = 2 gives blocks of 3 and 2, P = 4 blocks of 2, 1, 1, 1. Normalisers make
 # the float64 statistics travel too.

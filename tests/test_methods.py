@@ -16,7 +16,7 @@ from diffdac.comm import LocalCommunicator
 from diffdac.errors import ConfigError
 from diffdac.methods import Diffusion, PushSum, gala_reads
 from diffdac.population import Population
-from diffdac.train import Learners, clip_per_learner, make_tasks, prepare
+from diffdac.training import Learners, clip_per_learner, make_tasks, prepare
 
 SMALL = dict(num_learners=4, envs_per_learner=2, hidden=16, total_steps=4000, log_interval=1000, progress=False)
 

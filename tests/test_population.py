@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from diffdac.population import Population
-from diffdac.train import clip_per_learner
+from diffdac.training import clip_per_learner
 
 OBS = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
 DISCRETE = gym.spaces.Discrete(3)

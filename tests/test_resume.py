@@ -130,9 +130,11 @@ def test_resume_accepts_options_that_match_or_only_steer_the_run(uninterrupted):
     assert _exit_status(["train", "--resume", "--log-dir", str(uninterrupted), *args]) == 0
 
 
-def test_resume_of_a_directory_that_is_not_a_run_is_refused(tmp_path, capsys):
+def test_resume_of_a_directory_of_other_files_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a run")
     assert _exit_status(["train", "--resume", "--log-dir", str(tmp_path)]) == 2
-    assert "is not a diffdac run (no config.json)" in capsys.readouterr().err
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_monitor_rows_missing_after_the_checkpoint_are_reported(tmp_path, capsys):
@@ -161,7 +163,7 @@ def test_gymnasium_tasks_resume_with_new_episodes_and_no_episode_twice(tmp_path)
     """Vector envs cannot restore their simulators: the episodes running at the checkpoint are dropped."""
     run_dir = train(_config(tmp_path / "run", env="CartPole-v1", total_steps=8000))
     whole = _episodes(run_dir)
-    at_4000 = torch.load(checkpoint.rank_path(run_dir, 4000, 0), weights_only=False)["loop"]["monitor_rows"]
+    at_4000 = torch.load(checkpoint.rank_path(run_dir, 4000, 0), weights_only=True)["loop"]["monitor_rows"]
     checkpoint.manifest_path(run_dir, 8000).unlink()
     assert _exit_status(["train", "--resume", "--log-dir", str(run_dir), "--no-progress"]) == 0
     resumed = _episodes(run_dir)

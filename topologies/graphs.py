@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import stat
 from pathlib import Path
 
 import networkx as nx
@@ -49,6 +50,16 @@ def build_graph(
     )
 
 
+def edge_count(name: str, num_learners: int, edge_prob: float | None = None) -> int:
+    """Edges the named topology will have (its expectation for erdos-renyi), known before building it."""
+    n = num_learners
+    pairs = n * (n - 1) // 2
+    counts = {"ring": n if n > 2 else n - 1, "full": pairs, "star": n - 1, "line": n - 1, "grid": 2 * n, "none": 0}
+    if name == "erdos-renyi":
+        return int(pairs * float(edge_prob or 0.0))
+    return max(counts.get(name, 0), 0)
+
+
 def _check_num_learners(num_learners: int) -> None:
     if isinstance(num_learners, bool) or not isinstance(num_learners, int) or num_learners < 1:
         raise TopologyError(
@@ -82,16 +93,28 @@ def _erdos_renyi(n: int, edge_prob: float | None, seed: int) -> nx.Graph:
     return nx.gnp_random_graph(n, float(edge_prob), seed=seed)
 
 
-def parse_adjacency(spec: str) -> np.ndarray:
+def parse_adjacency(spec: str, max_learners: int | None = None) -> np.ndarray:
     """Read an adjacency matrix from a literal ("[[0,1],[1,0]]") or a .npy/.csv/.txt file.
 
     A spec starting with '[' is a literal, anything else a path, so a typo in a literal is
-    reported as a bad literal rather than as a missing file.
+    reported as a bad literal rather than as a missing file. With `max_learners`, a file larger
+    than any matrix of that many learners could be is refused before it is read.
     """
     text = spec.strip()
     if text.startswith("["):
         return _to_numeric(_parse_literal(text), "adjacency literal")
-    return _to_numeric(_load_file(Path(text)), f"adjacency file {text!r}")
+    return _to_numeric(_load_file(Path(text), max_learners), f"adjacency file {text!r}")
+
+
+def max_file_bytes(path: Path, n: int) -> int:
+    """The largest an n x n adjacency file can reasonably be: every entry written out in full.
+
+    .npy: a header and up to 16 bytes per entry; text: up to 32 characters per entry (e.g.
+    `1.000000000000000000e+00,`), plus our topology.csv's header row and learner column.
+    """
+    if path.suffix.lower() == ".npy":
+        return 4096 + 16 * n * n
+    return 1024 + 32 * n * n + (len(str(n)) + 9) * (n + 1)
 
 
 def _parse_literal(text: str) -> object:
@@ -99,6 +122,9 @@ def _parse_literal(text: str) -> object:
         return json.loads(text)
     except json.JSONDecodeError:
         pass
+    except RecursionError:  # nested thousands deep: no adjacency matrix looks like that
+        raise TopologyError(f"cannot parse adjacency literal {_shorten(text)}: it is nested too deeply; "
+                            'give a list of rows such as "[[0,1],[1,0]]"') from None
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -108,16 +134,29 @@ def _parse_literal(text: str) -> object:
         ) from None
 
 
-def _load_file(path: Path) -> np.ndarray:
+def _load_file(path: Path, max_learners: int | None) -> np.ndarray:
+    if path.exists() and not path.is_file():
+        raise TopologyError(f"adjacency file {str(path)!r} is not a regular file: give a .npy, .csv or .txt file")
     if path.suffix.lower() not in ADJACENCY_SUFFIXES:
         raise TopologyError(
             f"adjacency {_shorten(str(path))} is neither a literal nor a .npy/.csv/.txt file: "
             'give a literal such as "[[0,1],[1,0]]" or a path ending in .npy, .csv or .txt'
         )
-    if not path.is_file():
+    if not path.exists():
         raise TopologyError(
             f"adjacency file {str(path)!r} not found: check the path, or give a literal "
             'such as "[[0,1],[1,0]]"'
+        )
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise TopologyError(f"cannot read adjacency file {str(path)!r} ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device (/dev/zero) would never end or never fit
+        raise TopologyError(f"adjacency file {str(path)!r} is not a regular file: give a .npy, .csv or .txt file")
+    if max_learners is not None and info.st_size > max_file_bytes(path, max_learners):
+        raise TopologyError(
+            f"adjacency file {str(path)!r} is {info.st_size:,} bytes, more than a matrix of {max_learners} learners "
+            f"can take ({max_file_bytes(path, max_learners):,}): check the file or --num-learners"
         )
     try:
         if path.suffix.lower() == ".npy":
@@ -125,7 +164,7 @@ def _load_file(path: Path) -> np.ndarray:
         text = path.read_text()
         delimiter = "," if "," in text else None
         return np.loadtxt(path, delimiter=delimiter, ndmin=2)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, MemoryError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TopologyError(
             f"cannot read adjacency file {str(path)!r} ({reason}): "
@@ -189,6 +228,14 @@ def validate_adjacency(a: np.ndarray, num_learners: int) -> None:
         )
 
 
+def read_adjacency(spec: str, num_learners: int) -> np.ndarray:
+    """The checked adjacency matrix of `num_learners` learners that `spec` (literal or file) gives."""
+    _check_num_learners(num_learners)
+    a = parse_adjacency(spec, max_learners=num_learners)
+    validate_adjacency(a, num_learners)
+    return a
+
+
 def graph_from_adjacency(a: np.ndarray) -> nx.Graph:
     """The undirected graph on nodes 0..N-1 with an edge wherever a[i, j] != 0 (i < j)."""
     a = np.asarray(a)
@@ -208,9 +255,7 @@ def resolve_graph(
     if topology is not None and adjacency is not None:
         raise TopologyError("give --topology or --adjacency, not both")
     if adjacency is not None:
-        a = parse_adjacency(adjacency)
-        validate_adjacency(a, num_learners)
-        return graph_from_adjacency(a)
+        return graph_from_adjacency(read_adjacency(adjacency, num_learners))
     if topology is None:
         raise TopologyError(
             f"no topology given: pass --topology ({', '.join(TOPOLOGY_NAMES)}) or --adjacency"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import shutil
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,17 +20,17 @@ from tqdm import tqdm
 
 import envs
 import topologies
-from diffdac import __version__, checkpoint, memory
+from diffdac import __version__, checkpoint, limits, memory
 from diffdac.a2c import A2CLoss, a2c_loss, bootstrap_truncations, compute_returns
 from diffdac.comm import Communicator, LocalCommunicator, check_world_size, learner_block
 from diffdac.config import NORMALIZE_CHOICES, TrainConfig, read_run_config
 from diffdac.diffusion import disagreement
-from diffdac.distributed import PeerLost
-from diffdac.errors import ConfigError, ResumeError, TrainingError
-from diffdac.logs import MonitorSet, ProgressFile, write_json, write_matrix, write_tasks
+from diffdac.distributed import PeerLost, env_rank
+from diffdac.errors import CheckpointError, ConfigError, ResumeError, TrainingError
+from diffdac.logs import RUN_FILES, MonitorSet, ProgressFile, check_rows, monitor_path, remove_run_files, write_json, write_matrix, write_tasks
 from diffdac.methods import combination_matrix, logged_graph, make_mixer
 from diffdac.normalize import RunningNorm
-from diffdac.population import Population
+from diffdac.population import Population, action_dim, check_spaces
 
 RECENT_EPISODES = 100
 
@@ -247,7 +248,11 @@ def clip_per_learner(grad: torch.Tensor, max_norm: float) -> None:
 
 
 class Prepared(NamedTuple):
-    """A checked config with its defaults resolved, its graph and its run directory."""
+    """A checked config with its defaults resolved, its graph and its run directory.
+
+    `config.resume` is True only when the directory holds a run to continue: a --resume of a
+    directory without one (a retry loop after a kill before config.json) starts a new run.
+    """
 
     config: TrainConfig
     graph: nx.Graph
@@ -255,19 +260,18 @@ class Prepared(NamedTuple):
 
 
 def prepare(config: TrainConfig) -> Prepared:
-    """Everything that can refuse the input, done before anything is written."""
+    """Everything that can refuse the input, done once, before anything is allocated or written."""
     config = resolve_defaults(config.validate())
-    try:
-        graph = topologies.resolve_graph(config.topology, config.adjacency, config.num_learners, config.edge_prob, config.seed)
-        topologies.combination_weights(nx.empty_graph(1), config.weights)
-    except topologies.TopologyError as err:
-        raise ConfigError(str(err)) from None
-    if config.resume:
-        return Prepared(check_resume(config), graph, Path(config.log_dir))
+    check_machine(config)
+    spaces = probe_spaces(config)
+    graph = build_graph(config, spaces)
     run_dir = Path(config.log_dir) if config.log_dir else default_run_dir(config)
-    if (run_dir / "config.json").exists() and not config.overwrite:
-        raise ConfigError(f"{run_dir} already holds a run: choose another --log-dir, pass --overwrite, or continue it with --resume")
-    return Prepared(config, graph, run_dir)
+    if config.resume and (run_dir / "config.json").exists():
+        return Prepared(check_resume(config), graph, run_dir)
+    check_new_run_dir(run_dir, config.overwrite)
+    if config.resume and env_rank() == 0:
+        print(f"diffdac: {run_dir} holds no run yet: starting a new one")
+    return Prepared(dataclasses.replace(config, resume=False), graph, run_dir)
 
 
 def resolve_defaults(config: TrainConfig) -> TrainConfig:
@@ -285,9 +289,91 @@ def _is_mujoco(env_id: str) -> bool:
     return "mujoco" in (entry if isinstance(entry, str) else getattr(entry, "__module__", ""))
 
 
+def check_machine(config: TrainConfig) -> None:
+    """Options this machine cannot serve: CUDA without a GPU, more threads than cores (torch crashes on absurd counts)."""
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda, but torch sees no CUDA device here (torch.cuda.is_available() is False): use --device cpu")
+    cores = os.cpu_count() or 1
+    if config.threads > cores:
+        raise ConfigError(f"--threads {config.threads} is more than the {cores} CPU cores of this machine: give at most {cores}")
+
+
+def probe_spaces(config: TrainConfig) -> tuple[gymnasium.Space, gymnasium.Space]:
+    """Make learner 0's task once: an unknown id, a missing dependency or unusable spaces end here, in one line."""
+    tasks = make_tasks(config, np.arange(1), envs_per_learner=1)
+    try:
+        check_spaces(tasks.observation_space, tasks.action_space)
+        return tasks.observation_space, tasks.action_space
+    finally:
+        tasks.close()
+
+
+def build_graph(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.Space]) -> nx.Graph:
+    """The run's graph, once the memory of the whole run (graph included) is known to fit this machine."""
+    try:
+        if config.adjacency is not None:  # the run without its edges must fit before a large matrix file is read
+            limits.check_memory(memory_sizes(config, spaces, 0), processes_here())
+        matrix = topologies.read_adjacency(config.adjacency, config.num_learners) if config.adjacency is not None else None
+        edges = int(np.count_nonzero(np.triu(matrix, 1))) if matrix is not None else topologies.edge_count(
+            config.topology, config.num_learners, config.edge_prob)
+        limits.check_memory(memory_sizes(config, spaces, edges), processes_here())
+        graph = topologies.graph_from_adjacency(matrix) if matrix is not None else topologies.resolve_graph(
+            config.topology, None, config.num_learners, config.edge_prob, config.seed)
+        topologies.combination_weights(nx.empty_graph(1), config.weights)
+    except topologies.TopologyError as err:
+        raise ConfigError(str(err)) from None
+    return graph
+
+
+def memory_sizes(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.Space], edges: int) -> limits.Sizes:
+    """What one process of this run holds: its block of learners under torchrun, every learner otherwise."""
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    kind = "batched" if envs.is_batched_acrobot(config.env) else "mujoco" if _is_mujoco(config.env) else "gym"
+    return limits.Sizes(
+        learners=-(-config.num_learners // world), total_learners=config.num_learners, sims=config.envs_per_learner,
+        steps=config.steps_per_update, obs_dim=spaces[0].shape[0], action_dim=action_dim(spaces[1]), hidden=config.hidden,
+        edges=edges, simulator_kind=kind, history=config.max_staleness + 1, gathers_all=config.method == "centralized",
+    )
+
+
+def processes_here() -> int:
+    """Processes of the run on this machine: torchrun's LOCAL_WORLD_SIZE, else one."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """A new run goes into a new or empty directory; --overwrite replaces an earlier run's files, never a user's."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--log-dir {run_dir} is a file, not a directory: choose another --log-dir")
+    if run_dir.is_dir():
+        holds_run = (run_dir / "config.json").exists()
+        if holds_run and not overwrite:
+            raise ConfigError(f"{run_dir} already holds a run: choose another --log-dir, pass --overwrite, or continue it with --resume")
+        if not holds_run and any(run_dir.iterdir()):
+            if not overwrite:
+                raise ConfigError(f"{run_dir} exists and is not empty: choose a new or empty --log-dir "
+                                  "(--overwrite writes there anyway and removes only an earlier run's files)")
+            clash = next((name for name in RUN_FILES if (run_dir / name).exists()), None)
+            if clash:
+                raise ConfigError(f"{run_dir / clash} is not from a diffdac run and a run would replace it: move it or choose another --log-dir")
+    check_writable(run_dir)
+
+
+def check_writable(run_dir: Path) -> None:
+    """Create a file where the run directory will be (in its nearest existing parent): the only test that is right for root and read-only mounts."""
+    place = run_dir
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    try:
+        with tempfile.TemporaryFile(dir=place):
+            pass
+    except OSError as err:
+        raise ConfigError(f"cannot write to --log-dir {run_dir} ({place}: {err.strerror or err}): choose a directory you can write to") from None
+
+
 def check_resume(config: TrainConfig) -> TrainConfig:
     """The run's own options, refusing any given option that differs from them."""
-    stored = resolve_defaults(TrainConfig.from_run(config.log_dir))
+    stored = resolve_defaults(TrainConfig.from_run(config.log_dir).validate())
     differ = config.differences(stored)
     if differ:
         raise ResumeError(f"--resume keeps the run's options, but these differ from {config.log_dir}/config.json: {'; '.join(differ)}")
@@ -300,25 +386,25 @@ def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{name}-{graph}-s{config.seed}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def make_tasks(config: TrainConfig, learner_ids: np.ndarray) -> envs.TaskBatch:
+def make_tasks(config: TrainConfig, learner_ids: np.ndarray, envs_per_learner: int | None = None) -> envs.TaskBatch:
+    """The task batch of these learners; an id gymnasium cannot make is bad input, named in one line."""
+    sims = config.envs_per_learner if envs_per_learner is None else envs_per_learner
     try:
-        return envs.make_task_batch(config.env, config.seed, learner_ids, config.envs_per_learner)
+        return envs.make_task_batch(config.env, config.seed, learner_ids, sims)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    except (gymnasium.error.Error, ImportError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"cannot make environment {config.env}: {reason}") from None
 
 
 def write_run_files(run_dir: Path, config: TrainConfig, graph: nx.Graph, tasks: list[dict], world_size: int) -> None:
     """config.json, topology.csv, combination.csv and tasks.csv (all learners' tasks, in order).
 
-    Logs and checkpoints of a run this one overwrites are removed first, so that a later
-    --resume can never pick up another run's checkpoint.
+    An earlier run's logs and checkpoints here (--overwrite) are removed first, so that a later
+    --resume can never pick up another run's checkpoint; files diffdac did not write stay.
     """
-    for old in ("checkpoints", "monitor", "progress.csv"):
-        path = run_dir / old
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    remove_run_files(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stored = {k: v for k, v in config.to_dict().items() if k not in ("resume", "overwrite")}
     write_json(run_dir / "config.json", {**stored, "version": __version__, "world_size": world_size})
@@ -331,46 +417,99 @@ def train(config: TrainConfig, comm: Communicator | None = None) -> Path:
     """Train config.num_learners learners by diffusion and return the run directory.
 
     `comm` connects the processes of a torchrun world; without it this process hosts every learner.
-    With `config.resume`, the run in `config.log_dir` continues from its newest checkpoint.
+    With `config.resume`, the run in `config.log_dir` continues from its newest checkpoint that loads.
     """
-    comm = comm or LocalCommunicator()
-    config, graph, run_dir = prepare(config)
+    return run(prepare(config), comm or LocalCommunicator())
+
+
+def run(prepared: Prepared, comm: Communicator) -> Path:
+    """Train a prepared run (see `prepare`) as this rank of `comm`'s world; returns the run directory."""
+    config, graph = prepared.config, prepared.graph
     check_world_size(comm.world_size, config.num_learners)
-    run_dir = Path(comm.gather_objects(str(run_dir))[0])  # rank 0's name: default names carry a time stamp
-    manifest = find_resume_point(run_dir, comm) if config.resume else None
-    if manifest is not None and manifest.complete:
-        if comm.rank == 0:
-            print(f"diffdac: {run_dir} is already complete ({manifest.steps} env steps): nothing to resume")
-        return run_dir
+    run_dir = Path(comm.gather_objects(str(prepared.run_dir))[0])  # rank 0's name: default names carry a time stamp
+    lead = comm.rank == 0
     learner_ids = learner_block(comm.rank, comm.world_size, config.num_learners)
     tasks = make_tasks(config, learner_ids)
-    warning = topologies.disconnection_warning(graph)
-    if warning and config.topology != "none" and config.method == "diff-a2c" and comm.rank == 0 and manifest is None:
-        print(f"diffdac: warning: {warning}")
     torch.set_num_threads(config.threads)
     memory.keep_freed_memory()
     learners = Learners(config, graph, comm, tasks, learner_ids)
-    saved = None if manifest is None else checkpoint.load_rank(run_dir, manifest, comm.rank, learners.device)
-    if saved is not None:
-        learners.load_state_dict(saved["learners"])
+    saved = restore(learners, run_dir) if config.resume else None
+    if saved is not None and saved["manifest"].complete:
+        if lead:
+            print(f"diffdac: {run_dir} is already complete ({saved['manifest'].steps} env steps): nothing to resume")
+        tasks.close()
+        return run_dir
+    state = LoopState.from_saved(saved, config)
+    check_logs(learners, run_dir, state)
+    warning = topologies.disconnection_warning(graph)
+    if warning and config.topology != "none" and config.method == "diff-a2c" and lead and saved is None:
+        print(f"diffdac: warning: {warning}")
+    if lead and saved is None and config.steps_to_run != config.total_steps:
+        print(f"diffdac: --total-steps {config.total_steps} is not a multiple of the {config.steps_per_update_all} env steps "
+              f"of one update: the run makes {config.steps_to_run}")
     all_tasks = [task for block in comm.gather_objects(list(tasks.tasks)) for task in block]
     comm.barrier()  # every rank has checked the directory before rank 0 writes into it
-    if comm.rank == 0 and saved is None:
+    if lead and saved is None:
         write_run_files(run_dir, config, graph, all_tasks, comm.world_size)
     comm.barrier()
-    run_loop(learners, run_dir, LoopState.from_saved(saved, config))
+    run_loop(learners, run_dir, state)
     return run_dir
 
 
-def find_resume_point(run_dir: Path, comm: Communicator) -> checkpoint.Manifest | None:
-    """Rank 0's newest checkpoint (other machines may not see its manifests), checked against the world size."""
-    manifest = comm.gather_objects(checkpoint.latest(run_dir) if comm.rank == 0 else None)[0]
+def restore(learners: Learners, run_dir: Path) -> dict | None:
+    """Load the newest checkpoint that every rank can load into `learners`; None when the run has none yet.
+
+    An unreadable checkpoint (truncated, edited, planted) is skipped with one line saying why, and
+    the one before it is tried; only when none loads does resume fail. Returns the checkpoint's
+    state with its manifest under "manifest".
+    """
+    comm = learners.comm
+    lead = comm.rank == 0
+    found, problems = comm.gather_objects(checkpoint.scan(run_dir) if lead else None)[0]  # other machines may not see rank 0's files
     world_size = read_run_config(run_dir).get("world_size", 1)
-    if manifest is not None and world_size != comm.world_size:
+    if found and world_size != comm.world_size:
         raise ResumeError(f"{run_dir} was trained by {world_size} processes: resume it with {world_size}, not {comm.world_size}")
-    if manifest is None and comm.rank == 0:
+    if lead:
+        for problem in problems:
+            print(f"diffdac: skipping {problem}")
+    skipped = list(problems)
+    for manifest in reversed(found):
+        error, saved = None, None
+        try:
+            saved = checkpoint.load_rank(run_dir, manifest, comm.rank, learners.device)
+            learners.load_state_dict(saved["learners"])
+            LoopState.from_saved(saved, learners.config)
+        except (CheckpointError, KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
+            error = str(err) if isinstance(err, CheckpointError) else f"{checkpoint.rank_path(run_dir, manifest.steps, comm.rank)} does not fit this run ({type(err).__name__}: {err})"
+        errors = [e for e in comm.gather_objects(error) if e]
+        if not errors:
+            return {**saved, "manifest": manifest}
+        skipped.append(errors[0])
+        if lead:
+            print(f"diffdac: skipping the checkpoint at step {manifest.steps}: {errors[0]}")
+    if skipped:
+        raise ResumeError(f"no checkpoint of {run_dir} can be loaded ({skipped[-1]}): start the run again with --overwrite instead of --resume")
+    if lead:
         print(f"diffdac: {run_dir} has no checkpoint yet: starting it again from step 0")
-    return manifest
+    return None
+
+
+def check_logs(learners: Learners, run_dir: Path, state: LoopState) -> None:
+    """Before any log is cut back to a checkpoint, every rank checks that all of its logs can be."""
+    if state.monitor_rows is None:
+        return
+    error = None
+    try:
+        for i, learner in enumerate(learners.learner_ids):
+            for sim, rows in enumerate(state.monitor_rows[i]):
+                check_rows(monitor_path(run_dir, int(learner), sim), 2, rows)
+        if state.progress_rows is not None:
+            check_rows(run_dir / "progress.csv", 1, state.progress_rows)
+    except ResumeError as err:
+        error = str(err)
+    errors = [e for e in learners.comm.gather_objects(error) if e]
+    if errors:
+        raise ResumeError(errors[0])
 
 
 @dataclass
@@ -388,9 +527,20 @@ class LoopState:
 
     @classmethod
     def from_saved(cls, saved: dict | None, config: TrainConfig) -> "LoopState":
+        """A new run's state, or the checkpoint's, checked field by field (a checkpoint is untrusted input)."""
         if saved is None:
             return cls(0, 0.0, config.log_interval, config.save_every, [], 0, None, None)
-        return cls(**saved["loop"])
+        values = saved["loop"]
+        names = [f.name for f in dataclasses.fields(cls)]
+        if sorted(values) != sorted(names):
+            raise CheckpointError(f"the checkpoint's loop state has the keys {sorted(values)}, not {names}")
+        state = cls(**values)
+        counts = [state.update, state.next_log, state.next_save, state.episodes]
+        if not all(type(v) is int and v >= 0 for v in counts) or not isinstance(state.elapsed, float):
+            raise CheckpointError("the checkpoint's loop counters are not non-negative integers")
+        if not all(isinstance(r, float) for r in state.recent):
+            raise CheckpointError("the checkpoint's recent returns are not numbers")
+        return state
 
 
 def run_loop(learners: Learners, run_dir: Path, state: LoopState) -> None:
