@@ -11,7 +11,7 @@ import typing
 from pathlib import Path
 from typing import Sequence
 
-from diffdac.config import TrainConfig
+from diffdac.config import TrainConfig, read_config_file
 from diffdac.errors import ConfigError, TrainingError
 
 EXIT_USAGE = 2
@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="diffdac", description="Decentralised multitask RL by diffusion (Diff-DAC).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     train = sub.add_parser("train", help="train a network of learners (or continue one with --resume)", allow_abbrev=False)
+    train.add_argument("--config", default=None, metavar="FILE", help="options from a TOML file (such as experiments/configs/original-acrobot.toml) "
+                       "or a run's config.json; options given on the command line override it")
     _add_config_options(train)
     bench.add_arguments(sub.add_parser("bench", help="env steps/s of the same run in different set-ups (e.g. 1, 2, N processes)"))
     evaluate.add_arguments(sub.add_parser("eval", help="each learner's policy and the network average on training or held-out tasks"))
@@ -77,9 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """TrainConfig from the options given: over the defaults, or with --resume over the run's config.json.
 
-    --adjacency without --topology replaces the default topology.
+    Options of a --config file count as given, below those of the command line. --adjacency
+    without --topology replaces the default topology.
     """
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    if getattr(args, "config", None):
+        from_file = read_config_file(args.config)
+        if {"topology", "adjacency"} & set(given):  # a graph on the command line replaces the file's graph
+            from_file = {k: v for k, v in from_file.items() if k not in ("topology", "adjacency")}
+        given = {**from_file, **given}
     if given.get("resume") and given.get("log_dir") and (Path(given["log_dir"]) / "config.json").exists():
         return dataclasses.replace(TrainConfig.from_run(given["log_dir"]), **given)
     if given.get("adjacency") is not None and "topology" not in given:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +19,9 @@ NORMALIZE_CHOICES = ("obs", "reward")
 DEVICES = ("cpu", "cuda")
 METHODS = ("diff-a2c", "centralized", "isolated", "gala")
 BACKENDS = ("gloo", "nccl")
+TIME_LIMITS = ("bootstrap", "terminal")
+TASK_SEEDINGS = ("keyed", "original")  # envs.batch.task_seed_for
+MASS_SCALINGS = ("body-mass", "mass-and-inertia")  # envs.mujoco.build_model
 MAX_SEED = 2**63 - 1  # seeds fold into 64-bit keys; torch generators take signed 64-bit values
 
 
@@ -48,6 +53,7 @@ class TrainConfig:
     entropy_coef: float = opt(0.0, "weight of the entropy bonus (rl-baselines3-zoo uses 0 for Acrobot A2C; 0.01 made our default job collapse to a uniform policy)")
     value_coef: float = opt(0.5, "weight of the value loss")
     max_grad_norm: float = opt(0.5, "per-learner gradient-norm clip; 0 turns clipping off")
+    time_limit: str = opt("bootstrap", "an episode cut by its time limit: bootstrap (its return goes on as the value of its last observation) or terminal (an end like any other, as the original)", choices=TIME_LIMITS)
     hidden: int = opt(64, "width of the two hidden layers of actor and critic")
     separate_init: bool = opt(False, "give every learner its own initial parameters instead of one shared draw")
     normalize: tuple[str, ...] | None = opt(None, "running normalisation per learner: obs, reward, obs,reward or none; unset means obs,reward for MuJoCo tasks and none otherwise", choices=NORMALIZE_CHOICES)
@@ -57,6 +63,8 @@ class TrainConfig:
     max_staleness: int = opt(0, "diff-a2c: a neighbour's parameters may be up to this many combine rounds old (delays drawn from the seed)")
     fail_learner: tuple[str, ...] = opt((), "diff-a2c: LEARNER@STEP[,LEARNER@STEP...]: the learner stops at that env step and leaves the graph")
     seed: int = opt(0, "seed of tasks, initial parameters, actions and resets")
+    task_seeding: str = opt("keyed", "how learner r's task follows from the seed: keyed (a hash of seed and r; seeds share no task) or original (seed + 2r, the original's)", choices=TASK_SEEDINGS)
+    mass_scaling: str = opt("body-mass", "MuJoCo mass variants: body-mass (scale body masses only, inertias unchanged, as the original) or mass-and-inertia (both, a denser body of the same shape)", choices=MASS_SCALINGS)
     log_dir: str | None = opt(None, "run directory; default runs/<env>-<topology>-s<seed>-<time>")
     overwrite: bool = opt(False, "replace a run directory that already holds a run")
     log_interval: int = opt(20_000, "environment steps between rows of progress.csv")
@@ -100,6 +108,10 @@ class TrainConfig:
         unknown = [n for n in self.normalize or () if n not in NORMALIZE_CHOICES + ("none",)]
         if unknown:
             raise ConfigError(f"--normalize takes obs, reward or obs,reward, got {','.join(unknown)!r}")
+        for f in dataclasses.fields(self):
+            value, choices = getattr(self, f.name), f.metadata.get("choices")
+            if choices and isinstance(value, str) and value not in choices:
+                raise ConfigError(f"--{_flag(f.name)} takes {' or '.join(choices)}, got {value!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"--device must be cpu or cuda, got {self.device!r}")
         if self.backend is not None and self.backend not in BACKENDS:
@@ -176,7 +188,7 @@ class TrainConfig:
     @classmethod
     def from_run(cls, run_dir: str | Path) -> TrainConfig:
         """The options a run was made with, read from its config.json."""
-        return cls.from_dict(read_run_config(Path(run_dir)))
+        return cls.from_dict(run_options(read_run_config(Path(run_dir))))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -187,6 +199,67 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain values for config.json."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+# Options added after runs were already being made, with the value those older runs had in effect
+# (a config.json written since holds every option, so a missing key means an older run).
+BEFORE_THE_OPTION = {"mass_scaling": "mass-and-inertia"}
+# What a config file may not set: where this run goes and whether it replaces or continues another.
+NOT_FROM_FILES = frozenset({"log_dir", "overwrite", "resume"})
+
+
+def run_options(values: dict[str, Any]) -> dict[str, Any]:
+    """A run's config.json values, with what older runs had in effect for options they predate."""
+    return {**BEFORE_THE_OPTION, **values}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The options a --config file gives: TOML (option names with _ or -), or a run's config.json.
+
+    A run's own config.json repeats that run (with, say, another --seed on the command line); its
+    log_dir, version and world size are not options of the new run, so they are left out.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file: give a .toml file or a run's config.json")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read --config {path} ({getattr(err, 'strerror', None) or err})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            values = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            raise ConfigError(f"--config {path} is not valid JSON") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"--config {path} must hold a JSON object of options, like a run's config.json")
+        values = {k: v for k, v in run_options(values).items() if k not in ("version", "world_size")}
+    else:
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"--config {path} is not valid TOML ({err})") from None
+    return _file_options(path, values)
+
+
+def _file_options(path: Path, values: dict[str, Any]) -> dict[str, Any]:
+    """Check a config file's keys against TrainConfig's fields; lists and comma strings become tuples."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            close = difflib.get_close_matches(name, list(fields), n=1)
+            hint = f" (did you mean {_flag(close[0])}?)" if close else ""
+            raise ConfigError(f"--config {path}: unknown option {key!r}{hint}")
+        if name in NOT_FROM_FILES:
+            continue
+        if isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(value, str) and str(fields[name].type).startswith("tuple"):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        out[name] = value
+    return out
 
 
 def read_run_config(run_dir: Path) -> dict[str, Any]:

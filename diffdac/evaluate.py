@@ -99,7 +99,7 @@ def task_set(config: TrainConfig, which: str) -> TaskSet:
             else:
                 ids = list(range(n, 2 * n))  # task seeds of learners the run never had
         if is_batched_acrobot(env_id):
-            tasks = [sample_acrobot_task(ACROBOT_FAMILIES[env_id], envs.task_seed_for(config.seed, k)) for k in ids]
+            tasks = [sample_acrobot_task(ACROBOT_FAMILIES[env_id], envs.task_seed_for(config.seed, k, config.task_seeding)) for k in ids]
             return TaskSet(env_id, _table(tasks), ids, tasks)
         return TaskSet(env_id, pd.DataFrame({"task": range(len(ids))}), ids, None)
     return _task_file(Path(which), config)
@@ -138,7 +138,7 @@ def run_episodes(config: TrainConfig, policies: Policies, tasks: TaskSet, episod
     if tasks.acrobot_tasks is not None:
         batch = BatchedAcrobot(tasks.acrobot_tasks * num_p, episodes, eval_seed, pair_task_ids)
     else:
-        batch = envs.make_task_batch(tasks.env_id, config.seed, pair_task_ids, episodes)
+        batch = envs.make_task_batch(tasks.env_id, config.seed, pair_task_ids, episodes, config.task_seeding, config.mass_scaling)
     pop = Population(batch.observation_space, batch.action_space, np.arange(num_p * num_t), config.hidden)
     with torch.no_grad():
         pop.flat.copy_(policies.params.repeat_interleave(num_t, 0))

@@ -17,7 +17,7 @@ from diffdac import checkpoint
 from diffdac.errors import ResumeError
 
 PROGRESS_COLUMNS = (
-    "steps", "updates", "time", "mean_return", "episodes", "policy_loss", "value_loss", "entropy",
+    "steps", "updates", "time", "score", "mean_return", "episodes", "policy_loss", "value_loss", "entropy",
     "disagreement", "learners", "links", "steps_per_s",
 )
 
@@ -149,13 +149,13 @@ class MonitorSet:
         """Rows written to each file so far: what a checkpoint records to cut back to on resume."""
         return [[f.rows for f in row] for row in self.files]
 
-    def record(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> list[float]:
-        """Write a row for every simulator whose episode ended (`done: [K, E]`); returns those returns."""
+    def record(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> list[tuple[int, float]]:
+        """Write a row for every simulator whose episode ended (`done: [K, E]`); returns (learner index, return) of each."""
         now = time.time()
         finished = []
         for k, e in zip(*np.nonzero(done)):
             self.files[k][e].write(episode_return[k, e], episode_length[k, e], now)
-            finished.append(float(episode_return[k, e]))
+            finished.append((int(k), float(episode_return[k, e])))
         return finished
 
     def close(self) -> None:
@@ -174,14 +174,14 @@ class ProgressFile:
             self._writer.writeheader()
             self._file.flush()
             self.rows = 0
-        else:
-            truncate_rows(path, 1, keep_rows)
+        else:  # a run from before a column existed keeps its own columns
+            header = truncate_rows(path, 1, keep_rows)[0].split(",")
             self._file = path.open("a", newline="")
-            self._writer = csv.DictWriter(self._file, fieldnames=PROGRESS_COLUMNS, lineterminator="\n")
+            self._writer = csv.DictWriter(self._file, fieldnames=header, lineterminator="\n")
             self.rows = keep_rows
 
     def write(self, row: dict[str, float]) -> None:
-        self._writer.writerow({k: row.get(k, "") for k in PROGRESS_COLUMNS})
+        self._writer.writerow({k: row.get(k, "") for k in self._writer.fieldnames})
         self._file.flush()
         self.rows += 1
 

@@ -32,7 +32,8 @@ from diffdac.methods import combination_matrix, logged_graph, make_mixer
 from diffdac.normalize import RunningNorm
 from diffdac.population import Population, action_dim, check_spaces
 
-RECENT_EPISODES = 100
+RECENT_EPISODES = 100  # mean_return: the last episodes of each process, whichever learners finished them
+RECENT_PER_LEARNER = 10  # score: the last episodes of each learner
 
 
 @dataclass
@@ -124,8 +125,9 @@ class Learners:
             ro.rewards[t] = torch.from_numpy(result.reward)
             if self.ret_norm is not None:
                 ro.rewards[t] = self._scale_rewards(ro.rewards[t], ro.dones[t])
-            if result.truncated.any():
-                ro.truncated[t] = torch.from_numpy(result.truncated)
+            cut = bootstrapped(result.terminated, result.truncated, cfg.time_limit)
+            if cut.any():
+                ro.truncated[t] = torch.from_numpy(cut)
                 ro.final_obs[:, t] = self._policy_input(self._tensor(result.final_obs))
             else:
                 ro.truncated[t] = 0.0
@@ -233,6 +235,18 @@ class Learners:
             self.obs = state["obs"].to(self.device)
         else:
             self.discounted.zero_()
+
+
+def bootstrapped(terminated: np.ndarray, truncated: np.ndarray, time_limit: str) -> np.ndarray:
+    """Where the return goes on past the end of an episode: cut by its time limit, not ended by the task.
+
+    A step that is both terminated and truncated (the goal reached at the last allowed step) ended
+    in the task, so nothing is bootstrapped there. With `--time-limit terminal` (the original's
+    choice) no step is.
+    """
+    if time_limit == "terminal":
+        return np.zeros_like(truncated)
+    return truncated & ~terminated
 
 
 def _learner_major(x: torch.Tensor) -> torch.Tensor:
@@ -390,7 +404,7 @@ def make_tasks(config: TrainConfig, learner_ids: np.ndarray, envs_per_learner: i
     """The task batch of these learners; an id gymnasium cannot make is bad input, named in one line."""
     sims = config.envs_per_learner if envs_per_learner is None else envs_per_learner
     try:
-        return envs.make_task_batch(config.env, config.seed, learner_ids, sims)
+        return envs.make_task_batch(config.env, config.seed, learner_ids, sims, config.task_seeding, config.mass_scaling)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     except (gymnasium.error.Error, ImportError) as err:
@@ -522,6 +536,7 @@ class LoopState:
     next_save: int
     recent: list[float]
     episodes: int
+    recent_by_learner: list[list[float]]  # each of this rank's learners' last episodes, for the task-weighted score
     monitor_rows: list[list[int]] | None  # rows of this rank's Monitor files; None for a new run
     progress_rows: int | None  # rows of progress.csv (rank 0)
 
@@ -529,8 +544,8 @@ class LoopState:
     def from_saved(cls, saved: dict | None, config: TrainConfig) -> "LoopState":
         """A new run's state, or the checkpoint's, checked field by field (a checkpoint is untrusted input)."""
         if saved is None:
-            return cls(0, 0.0, config.log_interval, config.save_every, [], 0, None, None)
-        values = saved["loop"]
+            return cls(0, 0.0, config.log_interval, config.save_every, [], 0, [], None, None)
+        values = {"recent_by_learner": [], **saved["loop"]}  # checkpoints from before the score have none
         names = [f.name for f in dataclasses.fields(cls)]
         if sorted(values) != sorted(names):
             raise CheckpointError(f"the checkpoint's loop state has the keys {sorted(values)}, not {names}")
@@ -538,7 +553,8 @@ class LoopState:
         counts = [state.update, state.next_log, state.next_save, state.episodes]
         if not all(type(v) is int and v >= 0 for v in counts) or not isinstance(state.elapsed, float):
             raise CheckpointError("the checkpoint's loop counters are not non-negative integers")
-        if not all(isinstance(r, float) for r in state.recent):
+        if not all(isinstance(r, float) for r in state.recent) or not all(
+                isinstance(row, list) and all(isinstance(r, float) for r in row) for row in state.recent_by_learner):
             raise CheckpointError("the checkpoint's recent returns are not numbers")
         return state
 
@@ -551,7 +567,7 @@ def run_loop(learners: Learners, run_dir: Path, state: LoopState) -> None:
     num_updates = max(1, cfg.total_steps // steps_per_update)
     monitors = MonitorSet(run_dir, cfg.env, learners.learner_ids, cfg.envs_per_learner, learners.tasks.tasks, state.monitor_rows)
     progress = ProgressFile(run_dir / "progress.csv", state.progress_rows) if lead else None
-    stats = EpisodeStats(state.recent, state.episodes)
+    stats = EpisodeStats(len(learners.learner_ids), state.recent, state.episodes, state.recent_by_learner)
     start, row, update = time.time() - state.elapsed, {}, state.update
     bar = tqdm(total=num_updates * steps_per_update, initial=state.update * steps_per_update, unit="step", unit_scale=True,
                disable=None if cfg.progress and lead else True, dynamic_ncols=True)
@@ -569,11 +585,11 @@ def run_loop(learners: Learners, run_dir: Path, state: LoopState) -> None:
                 row = progress_row(learners, loss, stats, steps, update, time.time() - start)
                 if progress is not None:
                     progress.write(row)
-                bar.set_postfix(ret=f"{row['mean_return']:.1f}", refresh=False)
+                bar.set_postfix(score=f"{row['score']:.1f}", refresh=False)
             if steps >= state.next_save or update == num_updates:
                 state.next_save += cfg.save_every
                 state = LoopState(update, time.time() - start, state.next_log, state.next_save, list(stats.recent), stats.count,
-                                  monitors.rows(), progress.rows if progress is not None else None)
+                                  [list(r) for r in stats.by_learner], monitors.rows(), progress.rows if progress is not None else None)
                 last_saved = save_checkpoint(learners, run_dir, state, steps, complete=update == num_updates)
     except PeerLost as err:
         raise err.at_update(update) from None
@@ -586,7 +602,9 @@ def run_loop(learners: Learners, run_dir: Path, state: LoopState) -> None:
         if progress is not None:
             progress.close()
     if lead:
-        print(f"diffdac: {row['steps']} env steps in {row['time']:.0f}s; mean return of the last {RECENT_EPISODES} episodes (of each process) {row['mean_return']:.1f}; logs in {run_dir}")
+        print(f"diffdac: {row['steps']} env steps in {row['time']:.1f}s; score {row['score']:.1f} (mean over learners of each one's "
+              f"last {RECENT_PER_LEARNER} episodes); mean return of the last {RECENT_EPISODES} episodes (of each process) "
+              f"{row['mean_return']:.1f}; logs in {run_dir}")
 
 
 def save_checkpoint(learners: Learners, run_dir: Path, state: LoopState, steps: int, complete: bool) -> checkpoint.Manifest:
@@ -602,15 +620,43 @@ def save_checkpoint(learners: Learners, run_dir: Path, state: LoopState, steps: 
 
 
 class EpisodeStats:
-    """Returns of the last finished episodes and how many episodes finished in all."""
+    """Returns of the last finished episodes (of this rank, and of each of its learners) and how many finished in all."""
 
-    def __init__(self, recent: list[float] = (), count: int = 0) -> None:
+    def __init__(self, num_learners: int, recent: list[float] = (), count: int = 0, by_learner: list[list[float]] = ()) -> None:
         self.recent: collections.deque[float] = collections.deque(recent, maxlen=RECENT_EPISODES)
         self.count = count
+        rows = list(by_learner) if len(by_learner) == num_learners else [[] for _ in range(num_learners)]
+        self.by_learner = [collections.deque(row, maxlen=RECENT_PER_LEARNER) for row in rows]
 
-    def extend(self, returns: list[float]) -> None:
-        self.recent.extend(returns)
-        self.count += len(returns)
+    def extend(self, finished: list[tuple[int, float]]) -> None:
+        """Episodes that just ended, as (this rank's learner index, return) in learner and simulator order."""
+        for k, ret in finished:
+            self.recent.append(ret)
+            self.by_learner[k].append(ret)
+        self.count += len(finished)
+
+    def learner_means(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each learner's mean recent return (0 where it has none yet) and how many episodes it rests on."""
+        counts = np.array([len(row) for row in self.by_learner], dtype=np.float64)
+        means = np.array([sum(row) / len(row) if row else 0.0 for row in self.by_learner], dtype=np.float64)
+        return means, counts
+
+
+def task_weighted_score(learners: Learners, stats: EpisodeStats) -> float:
+    """The mean over learners (those still in the graph, with an episode) of each one's mean recent return.
+
+    Every task counts once, however many episodes it finishes; and the learners' means are placed
+    in one vector of all N learners before they are averaged, so the score is the same to the last
+    bit whatever the number of processes.
+    """
+    n, ids = learners.config.num_learners, torch.from_numpy(learners.learner_ids)
+    means, counts = stats.learner_means()
+    local = torch.zeros(2, n, dtype=torch.float64)
+    local[0, ids] = torch.from_numpy(means)
+    local[1, ids] = torch.from_numpy(counts * learners.alive)
+    every = learners.comm.all_sum(local.to(learners.device)).cpu().numpy()
+    scored = every[1] > 0
+    return float(every[0][scored].mean()) if scored.any() else float("nan")
 
 
 def progress_row(learners: Learners, loss: A2CLoss, stats: EpisodeStats, steps: int, update: int, elapsed: float) -> dict[str, float]:
@@ -626,6 +672,7 @@ def progress_row(learners: Learners, loss: A2CLoss, stats: EpisodeStats, steps: 
         "steps": steps,
         "updates": update,
         "time": round(elapsed, 3),
+        "score": task_weighted_score(learners, stats),
         "mean_return": ret_sum / ret_count if ret_count else float("nan"),
         "episodes": int(episodes),
         "policy_loss": policy / n,

@@ -47,8 +47,19 @@ class TaskBatch(Protocol):
     def close(self) -> None: ...
 
 
-def task_seed_for(seed: int, learner: int) -> int:
-    """Learner `learner`'s task seed: a function of (seed, learner) only, never of the process layout."""
+TASK_SEEDINGS = ("keyed", "original")
+
+
+def task_seed_for(seed: int, learner: int, seeding: str = "keyed") -> int:
+    """Learner `learner`'s task seed: a function of (seed, learner) only, never of the process layout.
+
+    `keyed` hashes (seed, learner), so runs of different seeds share no task; `original` is the
+    original Diff-DAC's seed + 2 * learner, under which seed s's learner 1 has seed s + 2's learner 0's task.
+    """
+    if seeding == "original":
+        return seed + 2 * learner
+    if seeding != "keyed":
+        raise ValueError(f"unknown task seeding {seeding!r}: choose one of {', '.join(TASK_SEEDINGS)}")
     return int(np.random.SeedSequence([seed, learner]).generate_state(1)[0])
 
 

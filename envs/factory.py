@@ -10,6 +10,7 @@ import gymnasium
 from envs.acrobot import BatchedAcrobot, sample_acrobot_task
 from envs.batch import TaskBatch, task_seed_for
 from envs.gym_batch import GymTaskBatch
+from envs.mujoco_tasks import is_mujoco_variant
 
 # env id -> task family of the batched Acrobot (registered in envs/__init__.py)
 ACROBOT_FAMILIES = {
@@ -36,11 +37,17 @@ def check_env_id(env_id: str) -> None:
     )
 
 
-def make_task_batch(env_id: str, seed: int, learner_ids: Sequence[int], envs_per_learner: int) -> TaskBatch:
-    """Learners `learner_ids` x `envs_per_learner` simulators of `env_id`, each learner on its own task."""
+def make_task_batch(env_id: str, seed: int, learner_ids: Sequence[int], envs_per_learner: int, task_seeding: str = "keyed",
+                    mass_scaling: str = "body-mass") -> TaskBatch:
+    """Learners `learner_ids` x `envs_per_learner` simulators of `env_id`, each learner on its own task.
+
+    `task_seeding` picks how a learner's task seed follows from (seed, learner) (envs.batch.task_seed_for);
+    `mass_scaling` how a MuJoCo variant's mass factor is applied (envs.mujoco.build_model).
+    """
     if is_batched_acrobot(env_id):
         family = ACROBOT_FAMILIES[env_id]
-        tasks = [sample_acrobot_task(family, task_seed_for(seed, k)) for k in learner_ids]
+        tasks = [sample_acrobot_task(family, task_seed_for(seed, k, task_seeding)) for k in learner_ids]
         return BatchedAcrobot(tasks, envs_per_learner, seed, learner_ids)
     check_env_id(env_id)
-    return GymTaskBatch(env_id, seed, learner_ids, envs_per_learner)
+    options = {"mass_scaling": mass_scaling} if is_mujoco_variant(env_id) else {}
+    return GymTaskBatch(env_id, seed, learner_ids, envs_per_learner, task_seeding, **options)

@@ -18,10 +18,11 @@ from envs.batch import (
 DIFFDAC_NAMESPACE = "diffdac/"
 
 
-def make_learner_env(env_id: str, seed: int, learner: int) -> gymnasium.Env:
-    """Learner `learner`'s env: its own task for diffdac ids, the one standard task otherwise."""
+def make_learner_env(env_id: str, seed: int, learner: int, task_seeding: str = "keyed", **task_options: object) -> gymnasium.Env:
+    """Learner `learner`'s env: its own task for diffdac ids (with `task_options` such as
+    mass_scaling), the one standard task otherwise."""
     if env_id.startswith(DIFFDAC_NAMESPACE):
-        return gymnasium.make(env_id, task_seed=task_seed_for(seed, learner))
+        return gymnasium.make(env_id, task_seed=task_seed_for(seed, learner, task_seeding), **task_options)
     return gymnasium.make(env_id)
 
 
@@ -34,7 +35,8 @@ class GymTaskBatch:
     which nothing here reads and which costs about a tenth of a MuJoCo step.
     """
 
-    def __init__(self, env_id: str, seed: int, learner_ids: Sequence[int], envs_per_learner: int):
+    def __init__(self, env_id: str, seed: int, learner_ids: Sequence[int], envs_per_learner: int, task_seeding: str = "keyed",
+                 **task_options: object):
         self.num_learners = len(learner_ids)
         self.envs_per_learner = envs_per_learner
         self._reset_seeds = [
@@ -42,7 +44,7 @@ class GymTaskBatch:
             for k in learner_ids
             for e in range(envs_per_learner)
         ]
-        self._envs = [make_learner_env(env_id, seed, k) for k in learner_ids for _ in range(envs_per_learner)]
+        self._envs = [make_learner_env(env_id, seed, k, task_seeding, **task_options) for k in learner_ids for _ in range(envs_per_learner)]
         self.observation_space = self._envs[0].observation_space
         self.action_space = self._envs[0].action_space
         self.tasks = [dict(getattr(self._envs[i * envs_per_learner].unwrapped, "task", {}))

@@ -2,8 +2,9 @@
 
 Each variant is gymnasium's v5 env on its own model: geometry, air and wind are edited in a
 `mujoco.MjSpec` before compiling (resizing a compiled model's geoms can lose collisions); masses
-are scaled on the compiled model with mj_setTotalmass followed by mj_setConst, which recomputes
-every derived constant, as MuJoCo 4 advises now that the compiler's settotalmass is deprecated.
+are scaled on the compiled model (body_mass alone, as the original did, or with the inertias by
+mj_setTotalmass), followed by mj_setConst, which recomputes every derived constant, as MuJoCo 4
+advises now that the compiler's settotalmass is deprecated.
 The task is a function of `task_seed` alone, so the same seed compiles the same model, and the
 stock `<Robot>-v5` envs are never touched. The families and their draws are in envs.mujoco_tasks.
 """
@@ -89,6 +90,18 @@ def stretch_legs(spec: mujoco.MjSpec, robot: Robot, factor: float) -> float:
     return shift
 
 
+MASS_SCALINGS = ("body-mass", "mass-and-inertia")
+
+
+def scale_body_masses(model: mujoco.MjModel, factor: float) -> None:
+    """The original Diff-DAC's mass perturbation: every `body_mass` times `factor`, inertias as they
+    were, then the derived constants recomputed (mj_setConst) so they describe the new masses."""
+    if factor == 1.0:
+        return
+    model.body_mass[:] = model.body_mass * factor
+    mujoco.mj_setConst(model, mujoco.MjData(model))
+
+
 def set_total_mass(model: mujoco.MjModel, total: float) -> None:
     """Scale every body's mass and inertia by one factor so they sum to `total`, then recompute the
     model's derived constants (without mj_setConst they would describe the old masses)."""
@@ -98,12 +111,16 @@ def set_total_mass(model: mujoco.MjModel, total: float) -> None:
     mujoco.mj_setConst(model, mujoco.MjData(model))
 
 
-def build_model(robot: Robot, task: dict, xml_path: str) -> tuple[mujoco.MjModel, float]:
+def build_model(robot: Robot, task: dict, xml_path: str, mass_scaling: str = "body-mass") -> tuple[mujoco.MjModel, float]:
     """Compile `xml_path` with `task` applied. Returns (model, height shift of the root in m).
 
     The compiler's `settotalmass` (HalfCheetah's XML sets 14 kg) is deprecated in MuJoCo 4, so it
-    is applied after compiling, as MuJoCo advises, together with the task's mass factor.
+    is applied after compiling, as MuJoCo advises. The task's mass factor then scales the body
+    masses alone (`body-mass`, the original's perturbation: a heavier body of the same inertia) or
+    masses and inertias together (`mass-and-inertia`: a body of the same shape, denser).
     """
+    if mass_scaling not in MASS_SCALINGS:
+        raise ValueError(f"unknown mass scaling {mass_scaling!r}: choose one of {', '.join(MASS_SCALINGS)}")
     spec = mujoco.MjSpec.from_file(xml_path)
     xml_total_mass, spec.compiler.settotalmass = spec.compiler.settotalmass, -1.0
     shift = stretch_legs(spec, robot, task["length"]) if "length" in task else 0.0
@@ -113,7 +130,12 @@ def build_model(robot: Robot, task: dict, xml_path: str) -> tuple[mujoco.MjModel
         spec.option.wind = np.array([task["wind_x"], task["wind_y"], 0.0])
     model = spec.compile()
     total = xml_total_mass if xml_total_mass > 0 else mujoco.mj_getTotalmass(model)
-    set_total_mass(model, total * task.get("mass", 1.0))
+    factor = task.get("mass", 1.0)
+    if mass_scaling == "mass-and-inertia":
+        set_total_mass(model, total * factor)
+    else:
+        set_total_mass(model, total)
+        scale_body_masses(model, factor)
     return model, shift
 
 
@@ -122,16 +144,16 @@ class MujocoVariant:
 
     ROBOT: str
 
-    def __init__(self, family: str, task_seed: int = 0, **kwargs):
+    def __init__(self, family: str, task_seed: int = 0, mass_scaling: str = "body-mass", **kwargs):
         robot = ROBOTS[self.ROBOT]
         self.task = sample_mujoco_task(family, task_seed)
         xml_path = expand_model_path(kwargs.get("xml_file", robot.xml_file))
-        self._task_model, shift = build_model(robot, self.task, xml_path)
+        self._task_model, shift = build_model(robot, self.task, xml_path, mass_scaling)
         if robot.has_healthy_z and "healthy_z_range" not in kwargs:
             low, high = inspect.signature(robot.env_class).parameters["healthy_z_range"].default
             kwargs["healthy_z_range"] = (low + shift, high + shift)
         super().__init__(**kwargs)
-        EzPickle.__init__(self, family, task_seed, **kwargs)
+        EzPickle.__init__(self, family, task_seed, mass_scaling, **kwargs)
 
     def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
         """The task's model instead of the XML file's (called by MujocoEnv.__init__)."""

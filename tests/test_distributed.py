@@ -270,3 +270,18 @@ def test_each_method_gives_the_same_numbers_in_one_and_two_processes(tmp_path, l
     _assert_same_run(reference, tmp_path / "run")
     progress = [pd.read_csv(d / "progress.csv").drop(columns=["time", "steps_per_s"]) for d in (reference, tmp_path / "run")]
     pd.testing.assert_frame_equal(*progress)
+
+
+def test_the_task_weighted_score_is_the_same_in_one_and_two_processes(tmp_path, launched):
+    """CartPole's short episodes fill every learner's window many times over, so the windows matter."""
+    options = ("--env", "CartPole-v1", "--total-steps", "9000", "--log-interval", "3000")
+    reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *options))))
+    procs = _launch(tmp_path / "run", 2, *options)
+    launched.extend(procs)
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    scores = [pd.read_csv(d / "progress.csv")["score"] for d in (reference, tmp_path / "run")]
+    assert scores[0].notna().all() and len(scores[0]) == 3
+    pd.testing.assert_series_equal(*scores, check_exact=True)
+    per_learner = pd.Series({name: len(f) for name, f in _episodes(reference).items()}).groupby(lambda name: name[:10]).sum()
+    assert len(per_learner) == 5 and per_learner.min() > 10  # more than each learner's window of 10 holds

@@ -32,8 +32,8 @@ def _mujoco_log_in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-def _variant(env_id: str, task_seed: int) -> gymnasium.Env:
-    return gymnasium.make(env_id, task_seed=task_seed).unwrapped
+def _variant(env_id: str, task_seed: int, **options) -> gymnasium.Env:
+    return gymnasium.make(env_id, task_seed=task_seed, **options).unwrapped
 
 
 def _stock(robot: str) -> mujoco.MjModel:
@@ -93,12 +93,24 @@ def test_same_task_seed_same_trajectory():
 @pytest.mark.parametrize("robot", ROBOT_NAMES)
 @pytest.mark.parametrize("family", ["RandomMass", "Random"])
 def test_mass_factor_scales_every_body_mass_and_inertia(robot, family):
-    env = _variant(variant_id(family, robot), _seed_where(family, lambda t: t["mass"] < 0.5))
+    env = _variant(variant_id(family, robot), _seed_where(family, lambda t: t["mass"] < 0.5), mass_scaling="mass-and-inertia")
     model, stock, factor = env.model, _stock(robot), env.task["mass"]
     np.testing.assert_allclose(model.body_mass, stock.body_mass * factor, rtol=1e-12)
     np.testing.assert_allclose(model.body_inertia, stock.body_inertia * factor, rtol=1e-12)
     np.testing.assert_allclose(model.body_subtreemass, stock.body_subtreemass * factor, rtol=1e-12)  # mj_setConst ran
     assert (model.opt.density, model.opt.viscosity) == (AIR_DENSITY, AIR_VISCOSITY)
+
+
+@pytest.mark.parametrize("robot", ROBOT_NAMES)
+@pytest.mark.parametrize("family", ["RandomMass", "Random"])
+def test_by_default_the_mass_factor_scales_body_masses_only_as_the_original(robot, family):
+    env = _variant(variant_id(family, robot), _seed_where(family, lambda t: t["mass"] > 1.5))
+    model, stock, factor = env.model, _stock(robot), env.task["mass"]
+    np.testing.assert_allclose(model.body_mass, stock.body_mass * factor, rtol=1e-12)
+    np.testing.assert_allclose(model.body_inertia, stock.body_inertia, rtol=1e-12)
+    np.testing.assert_allclose(model.body_subtreemass, stock.body_subtreemass * factor, rtol=1e-12)  # mj_setConst ran
+    with pytest.raises(ValueError, match="unknown mass scaling"):
+        _variant(variant_id(family, robot), 0, mass_scaling="heavier")
 
 
 @pytest.mark.parametrize("robot", ROBOT_NAMES)
