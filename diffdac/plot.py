@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories of diffdac train, finished or still running")
     parser.add_argument("--out", type=Path, default=None, metavar="FIGURE", help="figure to write: .png, .pdf or .svg")
     parser.add_argument("--bin-steps", type=int, default=20_000, metavar="W", help="smoothing: mean return of the episodes that ended in each bin of W env steps (default 20000)")
+    parser.add_argument("--weighting", choices=results.WEIGHTINGS, default="task",
+                        help="a bin's return: task (mean over learners of each one's mean; every task counts once, default) "
+                        "or episode (mean over all episodes, which favours tasks with short episodes)")
     parser.add_argument("--x", choices=("steps", "time"), default="steps", help="x axis: total env steps (default), or wall-clock seconds since the run started")
     parser.add_argument("--disagreement", action="store_true", help="add a panel with the disagreement of progress.csv")
     parser.add_argument("--per-learner", action="store_true", help="add one panel per curve with each learner's return")
@@ -48,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
         draw(runs, args).savefig(args.out, dpi=120)
         print(f"diffdac: wrote {args.out}")
     if args.table or args.csv:
-        table = results.summary(runs, args.bin_steps, args.threshold, parse_steps(args.at), args.label)
+        table = results.summary(runs, args.bin_steps, args.threshold, parse_steps(args.at), args.label, args.weighting)
         if args.table:
             print(results.readable(table).to_string(index=False))
         if args.csv:
@@ -97,7 +100,7 @@ def draw(runs: list[results.Run], args: argparse.Namespace) -> Any:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    curves = results.curves(runs, args.bin_steps, args.label)
+    curves = results.curves(runs, args.bin_steps, args.label, args.weighting)
     names = list(curves["curve"].cat.categories)
     panels = 1 + args.disagreement + (len(names) if args.per_learner else 0)
     cols = min(panels, 3)
@@ -144,7 +147,8 @@ def draw_returns(ax: Axes, curves: pd.DataFrame, colors: dict[str, str], args: a
         if seeds > 1:
             ax.fill_between(x, curve["mean"] - curve["se"], curve["mean"] + curve["se"], color=colors[name], alpha=0.25, linewidth=0)
     ax.set_xlabel(x_label(args))
-    ax.set_ylabel(f"episode return (mean per {results.human_steps(args.bin_steps)} steps)")
+    per = "mean over learners" if args.weighting == "task" else "mean over episodes"
+    ax.set_ylabel(f"return ({per}, per {results.human_steps(args.bin_steps)} steps)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
 

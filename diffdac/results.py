@@ -13,14 +13,18 @@ made L steps in all, the whole run has made exactly L * N * E env steps. An epis
 placed at `steps = cumsum(l) * num_learners * envs_per_learner`: the run's total env steps when
 it ended, the same axis as `--total-steps` and progress.csv, whatever the number of simulators.
 
-**Bins.** Bin b holds the episodes that ended in (b - w, b] (w = bin_steps); its return is the
-mean over those episodes, of all learners and simulators. A bin is kept only once the run has
-passed its end (the run's extent: the last progress.csv row, or its last episode if further), so
-the last, still filling bin of a run in progress never biases the curve towards short episodes.
+**Bins.** Bin b holds the episodes that ended in (b - w, b] (w = bin_steps). Its return is
+*task-weighted* by default: the mean over learners of each learner's mean return in the bin, so
+that every task counts once however many episodes it finishes (a mean over all episodes, the
+`episode` weighting, favours tasks with short episodes, which are the easy ones on Acrobot). A
+bin is kept only once the run has passed its end (the run's extent: the last progress.csv row,
+or its last episode if further), so the last, still filling bin of a run in progress never
+biases the curve towards short episodes.
 
 **Seeds.** Runs whose config.json agree on everything but the seed (and bookkeeping such as
 log_dir) form one curve: the mean over seeds of the per-run bin returns and its standard error
 (ddof 1, none for one seed). A curve stops at the last bin every one of its seeds has reached.
+The summary's final return also carries a 95% bootstrap confidence interval over seeds.
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from diffdac.config import TrainConfig, read_run_config
+from diffdac.config import TrainConfig, read_run_config, run_options
 from diffdac.errors import ConfigError
 
 # Options that say where or how a run was logged, not what was learned: never split a curve.
@@ -49,11 +54,16 @@ BOOKKEEPING_KEYS = frozenset({
 BARE_KEYS = ("topology", "method")
 OPTION_DEFAULTS = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(TrainConfig)}
 MONITOR_NAME = re.compile(r"learner(\d+)\.sim(\d+)\.monitor\.csv$")
+WEIGHTINGS = ("task", "episode")  # a bin's return: mean over learners of their means, or over all episodes
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 10_000
 
 COLUMNS_DOC = (
-    "`final` is the mean over seeds (± standard error) of each run's mean return over the episodes that ended in its "
-    "last bin; `return@S` the same for the bin that contains step S; `steps to T` the mean over seeds of the first "
-    "bin end at which a run's binned return reached the threshold T (`reached`: how many seeds did)."
+    "`final` is the mean over seeds (± standard error) of each run's return in its last bin: by default task-weighted, "
+    "the mean over learners of each learner's mean return over its episodes that ended in the bin; `final 95% CI` a "
+    "percentile bootstrap interval of that mean over seeds; `return@S` the same as `final` for the bin that contains "
+    "step S; `steps to T` the mean over seeds of the first bin end at which a run's binned return reached the "
+    "threshold T (`reached`: how many seeds did)."
 )
 
 
@@ -101,7 +111,7 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     """config.json of a run, with the two counts the time line needs."""
     path = run_dir / "config.json"
     try:
-        config = {**OPTION_DEFAULTS, **read_run_config(run_dir)}  # runs made before an option existed had its default
+        config = {**OPTION_DEFAULTS, **run_options(read_run_config(run_dir))}  # runs made before an option existed had its default
     except ConfigError as err:
         raise RunError(str(err)) from None
     for key in ("num_learners", "envs_per_learner"):
@@ -227,18 +237,28 @@ def bin_end(steps: pd.Series | int, bin_steps: int) -> pd.Series | int:
     return -(-steps // bin_steps) * bin_steps
 
 
-def run_bins(run: Run, bin_steps: int, by: Sequence[str] = ()) -> pd.DataFrame:
-    """Mean return, mean wall time and episode count per bin (and per `by`, e.g. learner) of one run."""
+def run_bins(run: Run, bin_steps: int, by: Sequence[str] = (), weighting: str = "task") -> pd.DataFrame:
+    """Return, mean wall time and episode count per bin (and per `by`, e.g. learner) of one run.
+
+    `task` weighting: the mean over the learners that finished an episode in the bin of each one's
+    mean return there; `episode`: the mean over all those episodes.
+    """
+    if weighting not in WEIGHTINGS:
+        raise RunError(f"unknown weighting {weighting!r}: choose task or episode")
     episodes = run.episodes.assign(bin=bin_end(run.episodes["steps"], bin_steps))
     episodes = episodes[episodes["bin"] <= run.extent]
-    table = episodes.groupby([*by, "bin"]).agg(r=("r", "mean"), t=("t", "mean"), episodes=("r", "size"))
-    return table.reset_index()
+    keys = [*by, "bin"] if weighting == "episode" or "learner" in by else [*by, "learner", "bin"]
+    table = episodes.groupby(keys).agg(r=("r", "mean"), t=("t", "mean"), episodes=("r", "size")).reset_index()
+    if keys != [*by, "bin"]:
+        table = table.groupby([*by, "bin"]).agg(r=("r", "mean"), t=("t", "mean"), episodes=("episodes", "sum")).reset_index()
+    return table
 
 
-def seed_table(runs: Sequence[Run], bin_steps: int, labels: Sequence[str] | None = None, by: Sequence[str] = ()) -> pd.DataFrame:
+def seed_table(runs: Sequence[Run], bin_steps: int, labels: Sequence[str] | None = None, by: Sequence[str] = (),
+               weighting: str = "task") -> pd.DataFrame:
     """Every run's bins stacked, with its curve label and seed: the long table everything else groups."""
     names = curve_labels(runs, labels)
-    frames = [run_bins(run, bin_steps, by).assign(curve=name, seed=run.seed, run=str(run.path)) for run, name in zip(runs, names)]
+    frames = [run_bins(run, bin_steps, by, weighting).assign(curve=name, seed=run.seed, run=str(run.path)) for run, name in zip(runs, names)]
     table = pd.concat(frames, ignore_index=True)
     table["curve"] = pd.Categorical(table["curve"], categories=list(dict.fromkeys(names)), ordered=True)
     return table
@@ -252,9 +272,9 @@ def across_seeds(table: pd.DataFrame, keys: Sequence[str], value: str = "r") -> 
     return stats[stats["n"] == stats["runs"]].drop(columns="runs").reset_index(drop=True)
 
 
-def curves(runs: Sequence[Run], bin_steps: int, labels: Sequence[str] | None = None) -> pd.DataFrame:
+def curves(runs: Sequence[Run], bin_steps: int, labels: Sequence[str] | None = None, weighting: str = "task") -> pd.DataFrame:
     """One row per (curve, bin): mean return over seeds, its standard error, seeds, mean wall time."""
-    return across_seeds(seed_table(runs, bin_steps, labels), ["curve", "bin"])
+    return across_seeds(seed_table(runs, bin_steps, labels, weighting=weighting), ["curve", "bin"])
 
 
 def learner_curves(runs: Sequence[Run], bin_steps: int, labels: Sequence[str] | None = None) -> pd.DataFrame:
@@ -289,18 +309,22 @@ def default_checkpoints(last_bins: pd.Series, bin_steps: int) -> list[int]:
 
 
 def summary(runs: Sequence[Run], bin_steps: int, threshold: float = -100.0, at: Sequence[int] | None = None,
-            labels: Sequence[str] | None = None) -> pd.DataFrame:
+            labels: Sequence[str] | None = None, weighting: str = "task") -> pd.DataFrame:
     """One row per curve: seeds, steps covered, final return, return at `at` steps, steps to `threshold`.
 
-    Every figure is a mean over the curve's seeds with its standard error (`*_se`).
+    Every figure is a mean over the curve's seeds with its standard error (`*_se`); the final
+    return also with a bootstrap confidence interval over seeds (`final_ci_low`, `final_ci_high`).
     """
-    bins = seed_table(runs, bin_steps, labels)
+    bins = seed_table(runs, bin_steps, labels, weighting=weighting)
     stats = across_seeds(bins, ["curve", "bin"])
     last = stats.groupby("curve", observed=True)["bin"].max()
     at = sorted(set(at)) if at is not None else default_checkpoints(last, bin_steps)
     rows = stats.groupby("curve", observed=True).agg(seeds=("n", "max"), steps=("bin", "max"))
     final = stats.loc[stats.groupby("curve", observed=True)["bin"].idxmax()].set_index("curve")
     rows["final"], rows["final_se"] = final["mean"], final["se"]
+    last_bins = bins.join(last.rename("last"), on="curve")
+    per_seed = last_bins[last_bins["bin"] == last_bins["last"]].groupby("curve", observed=True)["r"]
+    rows["final_ci_low"], rows["final_ci_high"] = zip(*(bootstrap_interval(per_seed.get_group(c).to_numpy()) for c in rows.index))
     for point in at:
         here = stats[stats["bin"] == bin_end(point, bin_steps)].set_index("curve")
         rows[f"return@{human_steps(point)}"], rows[f"return@{human_steps(point)}_se"] = here["mean"], here["se"]
@@ -312,6 +336,25 @@ def summary(runs: Sequence[Run], bin_steps: int, threshold: float = -100.0, at: 
     rows[f"{name}_se"] = reach["sem"].where(complete)
     rows["reached"] = reach["count"].astype(str) + "/" + reach["size"].astype(str)
     return rows.reset_index()
+
+
+def bootstrap_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (one per seed); NaN for fewer than two.
+
+    Resampled with a fixed generator, so a table is the same every time it is made. With 3 to 5
+    seeds the interval is rough (it cannot be wider than the seeds' range); it is shown beside the
+    standard error, not instead of it.
+    """
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    if np.all(values == values[0]):
+        return float(values[0]), float(values[0])
+    from scipy import stats
+
+    result = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
+                             method="percentile", rng=np.random.default_rng(0))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def human_steps(steps: float) -> str:
@@ -330,9 +373,15 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
         is_steps = column.startswith("steps_to_")
         header = f"steps to {column.removeprefix('steps_to_')}" if is_steps else column
         out[header] = [_pm(m, s, is_steps) for m, s in zip(table[column], table[f"{column}_se"])]
+        if column == "final" and "final_ci_low" in table:
+            out[f"final {CONFIDENCE:.0%} CI"] = [_interval(lo, hi) for lo, hi in zip(table["final_ci_low"], table["final_ci_high"])]
         if is_steps:
             out["reached"] = table["reached"]
     return out
+
+
+def _interval(low: float, high: float) -> str:
+    return "-" if pd.isna(low) else f"[{low:.1f}, {high:.1f}]"
 
 
 def _pm(mean: float, se: float, steps: bool) -> str:

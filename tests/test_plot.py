@@ -1,9 +1,5 @@
 """`diffdac plot` on the command line: figures, the table, and bad input as one line with exit 2."""
 
-import importlib.util
-import json
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -61,12 +57,19 @@ def test_plot_writes_svg_and_pdf_with_every_panel_against_wall_time(tmp_path, sy
 
 def test_table_prints_and_csv_holds_the_numbers_of_each_curve(tmp_path, synthetic, capsys):
     csv = tmp_path / "table.csv"
-    assert main(["plot", *synthetic, "--table", "--csv", str(csv), "--bin-steps", str(W), "--threshold", "-130", "--at", "100"]) == 0
+    assert main(["plot", *synthetic, "--table", "--csv", str(csv), "--bin-steps", str(W), "--threshold", "-130", "--at", "100",
+                 "--weighting", "episode"]) == 0
     printed = capsys.readouterr().out
     assert "ring" in printed and "-126.7 ± 3.3" in printed and "-187.5 ± 87.5" in printed
     table = pd.read_csv(csv).set_index("curve")
     assert table.loc["ring", "final"] == pytest.approx((-370 / 3 - 130) / 2)
     assert table.loc["ring", "steps_to_-130"] == 150 and table.loc["full", "seeds"] == 1
+
+
+def test_the_table_is_task_weighted_by_default(tmp_path, synthetic, capsys):
+    assert main(["plot", *synthetic, "--table", "--bin-steps", str(W)]) == 0
+    ring = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("ring")][0]
+    assert "-121.2 ± 8.8" in ring  # bin 200: seed 0 (-145 - 80) / 2, seed 1 (-60 - 200) / 2
 
 
 def test_labels_replace_the_automatic_names(tmp_path, synthetic):
@@ -102,30 +105,3 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path, synthetic, capsys, monkey
 def test_a_directory_that_is_not_a_run_is_exit_2(tmp_path, capsys):
     assert _exit_status(["plot", str(tmp_path), "--table"]) == 2
     assert "no config.json" in _one_error_line(capsys)
-
-
-def _ring_vs_full():
-    """experiments/ring_vs_full.py as a module (experiments/ is not a package)."""
-    path = Path(__file__).resolve().parent.parent / "experiments" / "ring_vs_full.py"
-    spec = importlib.util.spec_from_file_location("ring_vs_full", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_ring_vs_full_plans_every_variant_per_seed_and_keeps_only_complete_matching_runs(tmp_path):
-    script = _ring_vs_full()
-    args = script.parse_args(["--quick", "--runs-dir", str(tmp_path)])
-    jobs = script.jobs(args)
-    assert [j.name for j in jobs] == ["ring-s0", "full-s0", "none-s0", "ring-s1", "full-s1", "none-s1"]
-    assert "--num-learners=25" in jobs[0].options and "--envs-per-learner=1" in jobs[0].options
-    config = {"env": script.ENV, "num_learners": 25, "envs_per_learner": 1, "steps_per_update": 5, "total_steps": 150_000, "seed": 0, "topology": "ring"}
-    run = tmp_path / "ring-s0"
-    run.mkdir()
-    (run / "config.json").write_text(json.dumps(config))
-    (run / "progress.csv").write_text("steps,time\n20000,1.0\n")
-    assert not script.is_complete(run, jobs[0])  # still running
-    (run / "progress.csv").write_text("steps,time\n20000,1.0\n150000,9.0\n")
-    assert script.is_complete(run, jobs[0])
-    assert not script.is_complete(run, jobs[1])  # a full-graph job does not take a ring run

@@ -60,14 +60,34 @@ def test_simulators_multiply_the_time_line(tmp_path):
 
 
 def test_bins_are_means_over_all_learners_of_the_episodes_that_ended_in_them(tmp_path):
-    bins = results.run_bins(results.load_run(write_run(tmp_path / "r", RING_S0)), W)
+    bins = results.run_bins(results.load_run(write_run(tmp_path / "r", RING_S0)), W, weighting="episode")
     assert bins["bin"].tolist() == [100, 200]
     assert bins["r"].tolist() == pytest.approx([(-300 - 250) / 2, (-200 - 90 - 80) / 3])
     assert bins["episodes"].tolist() == [2, 3]
 
 
+def test_task_weighted_bins_count_every_learner_once(tmp_path):
+    bins = results.run_bins(results.load_run(write_run(tmp_path / "r", RING_S0)), W)
+    # bin 200: learner 0 finished -200 and -90 (mean -145), learner 1 finished -80
+    assert bins["r"].tolist() == pytest.approx([(-300 - 250) / 2, (-145 - 80) / 2])
+    assert bins["episodes"].tolist() == [2, 3]
+    with pytest.raises(results.RunError, match="unknown weighting"):
+        results.run_bins(results.load_run(tmp_path / "r"), W, weighting="seed")
+
+
+def test_the_summary_gives_a_bootstrap_interval_over_seeds(tmp_path):
+    runs = [write_run(tmp_path / f"s{s}", {(0, 0): [(r, 50)], (1, 0): [(r, 50)]}, seed=s, progress_steps=100) for s, r in enumerate([-10, -20, -60])]
+    row = results.summary(results.load_runs(runs), W).iloc[0]
+    assert -60 <= row["final_ci_low"] < row["final"] < row["final_ci_high"] <= -10
+    again = results.summary(results.load_runs(runs), W).iloc[0]
+    assert (row["final_ci_low"], row["final_ci_high"]) == (again["final_ci_low"], again["final_ci_high"])
+    assert "final 95% CI" in results.markdown(results.summary(results.load_runs(runs), W))
+    one = results.summary(results.load_runs(runs[:1]), W).iloc[0]
+    assert pd.isna(one["final_ci_low"])
+
+
 def test_runs_that_differ_only_in_seed_form_one_curve_with_mean_and_standard_error(three_runs):
-    table = results.curves(results.load_runs(three_runs), W)
+    table = results.curves(results.load_runs(three_runs), W, weighting="episode")
     ring = table[table["curve"] == "ring"].set_index("bin")
     a, b = [-275.0, -370 / 3], [-100.0, -130.0]  # ring seed 0 and seed 1, bins 100 and 200
     assert ring["mean"].tolist() == pytest.approx([(a[0] + b[0]) / 2, (a[1] + b[1]) / 2])
@@ -102,7 +122,7 @@ def test_one_curve_is_named_by_its_graph_and_size(tmp_path):
 
 
 def test_summary_final_return_return_at_steps_and_steps_to_threshold(three_runs):
-    table = results.summary(results.load_runs(three_runs), W, threshold=-130, at=[50, 100]).set_index("curve")
+    table = results.summary(results.load_runs(three_runs), W, threshold=-130, at=[50, 100], weighting="episode").set_index("curve")
     ring, full = table.loc["ring"], table.loc["full"]
     assert (ring["seeds"], ring["steps"]) == (2, 200)
     assert ring["final"] == pytest.approx((-370 / 3 - 130) / 2) and ring["final_se"] == pytest.approx((130 - 370 / 3) / 2)
@@ -123,7 +143,7 @@ def test_an_unfinished_last_episode_counts_neither_its_half_row_nor_its_partial_
     # learner 0 is writing an episode of length 37: the row is cut after "3"; read, it would add (-10, 3) at steps 186
     finished = results.load_run(write_run(tmp_path / "done", RING_S0, tail="-10.0,3"))
     assert len(finished.episodes) == 5
-    assert results.run_bins(finished, W)["r"].tolist() == pytest.approx([-275.0, -370 / 3])
+    assert results.run_bins(finished, W, weighting="episode")["r"].tolist() == pytest.approx([-275.0, -370 / 3])
     # still running and not yet logged past step 180: bin (100, 200] is not complete, so it is left out
     running = results.load_run(write_run(tmp_path / "running", RING_S0, progress_steps=None, tail="-10.0,3"))
     assert running.extent == 180
