@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import networkx as nx
 import numpy as np
-import pytest
 import torch
 
 import topologies
