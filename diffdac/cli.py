@@ -13,6 +13,7 @@ from typing import Sequence
 
 from diffdac.config import TrainConfig, read_config_file
 from diffdac.errors import ConfigError, TrainingError
+from topologies.names import TOPOLOGY_NAMES
 
 EXIT_USAGE = 2
 
@@ -38,8 +39,12 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     Defaults are left out of the namespace (SUPPRESS), so that the options a user actually gave
     are known: --resume takes every other option from the run's config.json.
     """
+    from diffdac.methods import METHODS
+
     for f in dataclasses.fields(TrainConfig):
         flag, doc, kind = f"--{f.name.replace('_', '-')}", f.metadata["doc"], _field_type(f)
+        if f.name == "method":
+            doc = "how learners share what they learn: " + "; ".join(f"{name}: {m.summary}" for name, m in METHODS.items())
         shown = ",".join(f.default) or "none" if isinstance(f.default, tuple) else f.default
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=f"{doc} (default: {'on' if f.default else 'off'})")
@@ -67,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_arguments(sub.add_parser("eval", help="each learner's policy and the network average on training or held-out tasks"))
     plot.add_arguments(sub.add_parser("plot", help="learning curves and a results table of run directories, seeds grouped"))
     topo = sub.add_parser("topology", help="print a graph's adjacency, combination weights and spectral gap")
-    topo.add_argument("--topology", default="ring", help="named graph (ring, full, star, line, grid, none, erdos-renyi)")
+    topo.add_argument("--topology", default="ring", help=f"named graph ({', '.join(TOPOLOGY_NAMES)})")
     topo.add_argument("--adjacency", default=None, help="adjacency literal or .npy/.csv/.txt file; replaces --topology")
     topo.add_argument("--num-learners", type=int, default=8)
     topo.add_argument("--weights", default="uniform", help="uniform or metropolis")
@@ -97,11 +102,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run_train(args: argparse.Namespace) -> int:
     from diffdac.distributed import connect
-    from diffdac.methods import communication
-    from diffdac.training import prepare, run
+    from diffdac.prepare import prepare
+    from diffdac.training import run
 
     prepared = prepare(config_from_args(args))  # bad input ends every rank before any of them waits on a rendezvous
-    with connect(prepared.config, communication(prepared.config, prepared.graph)) as comm:
+    with connect(prepared.config, prepared.method.communication()) as comm:
         run(prepared, comm)
     return 0
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from diffdac.errors import ConfigError, ResumeError
+from topologies.names import TOPOLOGY_NAMES
 
 NORMALIZE_CHOICES = ("obs", "reward")
 DEVICES = ("cpu", "cuda")
-METHODS = ("diff-a2c", "centralized", "isolated", "gala")
 BACKENDS = ("gloo", "nccl")
 TIME_LIMITS = ("bootstrap", "terminal")
 TASK_SEEDINGS = ("keyed", "original")  # envs.batch.task_seed_for
@@ -34,10 +34,10 @@ def opt(default: Any, doc: str, **kwargs: Any) -> Any:
 class TrainConfig:
     """Every option of `diffdac train`; `diffdac.train(config)` runs it."""
 
-    method: str = opt("diff-a2c", "diff-a2c (adapt, then combine with the graph's neighbours), centralized (one A2C on all learners' gradients), isolated (no communication) or gala (push-sum gossip, GALA-A2C)")
+    method: str = opt("diff-a2c", "how learners share what they learn, one of diffdac.methods.METHODS (diffdac train --help lists them)")
     env: str = opt("diffdac/RandomExtremeAcrobot-v1", "gymnasium id of the task family; each learner gets its own variant")
     num_learners: int = opt(8, "number of actor-learners in the graph")
-    topology: str | None = opt("ring", "named graph: ring, full, star, line, grid, none, erdos-renyi")
+    topology: str | None = opt("ring", f"named graph: {', '.join(TOPOLOGY_NAMES)}")
     adjacency: str | None = opt(None, "adjacency matrix as a literal '[[0,1],[1,0]]' or a .npy/.csv/.txt file; replaces --topology")
     edge_prob: float | None = opt(None, "edge probability of the erdos-renyi topology")
     weights: str = opt("uniform", "combination weights: uniform (own + neighbours over degree + 1, the original's) or metropolis (doubly stochastic)")
@@ -146,20 +146,17 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(f.name)} must be {_type_name(hint)}, got {value!r}")
 
     def _validate_method(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown --method {self.method!r}: choose one of {', '.join(METHODS)}")
+        from diffdac.methods import method_class  # the registry imports torch; the options alone need not
+
+        method = method_class(self.method)
         if not isinstance(self.link_drop, (int, float)) or not 0 <= self.link_drop <= 1:
             raise ConfigError(f"--link-drop is a probability in [0, 1], got {self.link_drop!r}")
         if not isinstance(self.max_staleness, int) or self.max_staleness < 0:
             raise ConfigError(f"--max-staleness must be an integer >= 0, got {self.max_staleness!r}")
         if not isinstance(self.peers_per_round, int) or self.peers_per_round < 1:
             raise ConfigError(f"--peers-per-round must be a positive integer, got {self.peers_per_round!r}")
-        failures = self.failures()
-        faults = [f for f, on in (("--link-drop", self.link_drop > 0), ("--max-staleness", self.max_staleness > 0), ("--fail-learner", failures)) if on]
-        if faults and self.method != "diff-a2c":
-            raise ConfigError(f"{', '.join(faults)} model faults of diffusion: use them with --method diff-a2c, not {self.method}")
-        if self.method == "gala" and self.peers_per_round > max(1, math.ceil(math.log2(self.num_learners))):
-            raise ConfigError(f"--peers-per-round {self.peers_per_round} exceeds the {math.ceil(math.log2(self.num_learners))} distinct peers of the exponential graph on {self.num_learners} learners")
+        self.failures()
+        method.validate(self)
 
     def failures(self) -> dict[int, int]:
         """--fail-learner as {learner: env step}, refusing learners outside 0..N-1 and bad syntax."""

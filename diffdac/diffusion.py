@@ -26,12 +26,6 @@ class Combiner:
         col = np.searchsorted(self.buffer_ids, src)
         self.matrix = csr_matrix(row, col, weight, (len(local_ids), len(self.buffer_ids)), device, check=True)
         self._matrices: dict[torch.dtype, torch.Tensor] = {torch.float64: self.matrix}
-        self.local_positions = torch.from_numpy(np.searchsorted(self.buffer_ids, local_ids)).to(device)
-
-    @property
-    def neighbour_ids(self) -> np.ndarray:
-        """Learners hosted elsewhere whose rows this block reads."""
-        return np.setdiff1d(self.buffer_ids, self.buffer_ids[self.local_positions.cpu().numpy()])
 
     def combine(self, buffer: torch.Tensor) -> torch.Tensor:
         """buffer: [len(buffer_ids), X] adapted rows -> [K, X] combined rows of the local learners."""

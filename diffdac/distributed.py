@@ -14,7 +14,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -70,14 +70,9 @@ class ExchangePlan:
         return np.concatenate([*before, self.local_ids, *after]).astype(np.int64)
 
 
-def plan_exchange(edges: Iterable[tuple[int, int]], num_learners: int, world_size: int, rank: int) -> ExchangePlan:
-    """The rows `rank` sends to and receives from each peer, from the undirected edges of a graph."""
-    pairs = np.array([(u, v) for u, v in edges], dtype=np.int64).reshape(-1, 2)
-    return plan_reads(np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]]), num_learners, world_size, rank)
-
-
 def plan_reads(src: np.ndarray, dst: np.ndarray, num_learners: int, world_size: int, rank: int) -> ExchangePlan:
-    """The same from directed reads: learner dst[i] reads learner src[i]'s row (push-sum gossip is one-way)."""
+    """The rows `rank` sends to and receives from each peer, from directed reads: learner dst[i] reads
+    learner src[i]'s row (an undirected graph gives both directions; push-sum gossip is one-way)."""
     blocks = [learner_block(r, world_size, num_learners) for r in range(world_size)]
     owner = np.repeat(np.arange(world_size), [len(b) for b in blocks])
     local_ids = blocks[rank]
@@ -144,11 +139,10 @@ class DistributedCommunicator:
         """This block's rows `[K, X]` -> rows of `buffer_ids` `[M, X]`, neighbours' fetched from their ranks.
 
         `graph` picks one of the communication graphs the plans were made from (GALA has one per
-        round); `buffer_ids` must be what that plan yields, or it is a programming error.
+        round). The method made both the plans and its mixer's `buffer_ids` from the same reads
+        (diffdac.methods.Method.communication), so the rows the plan yields are the buffer's.
         """
         plan = self.plans[graph]
-        if not np.array_equal(buffer_ids, plan.available_ids):
-            raise ValueError(f"rank {self.rank} was asked for learners {np.asarray(buffer_ids).tolist()}, its plan moves {plan.available_ids.tolist()}")
         source = self._transport(block)
         pieces: dict[int, torch.Tensor] = {self.rank: source}
         for peer in plan.peers:
@@ -207,7 +201,7 @@ def connect(config: TrainConfig, reads: list[tuple[np.ndarray, np.ndarray]]) -> 
     """The communicator of this process: LocalCommunicator without torchrun, else a rank of the world.
 
     `reads` are the communication graphs of the method (directed: dst reads src), one exchange
-    plan each (see diffdac.methods.communication).
+    plan each (see diffdac.methods.Method.communication).
 
     The process group is torn down after a clean run only: after a lost peer, teardown could
     wait on that peer again, and the process is about to exit anyway.

@@ -8,13 +8,17 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, TYPE_CHECKING, Any, Sequence
 
+import networkx as nx
 import numpy as np
 import pandas as pd
 
 from diffdac import checkpoint
 from diffdac.errors import ResumeError
+
+if TYPE_CHECKING:
+    from diffdac.prepare import Prepared
 
 PROGRESS_COLUMNS = (
     "steps", "updates", "time", "score", "mean_return", "episodes", "policy_loss", "value_loss", "entropy",
@@ -149,14 +153,11 @@ class MonitorSet:
         """Rows written to each file so far: what a checkpoint records to cut back to on resume."""
         return [[f.rows for f in row] for row in self.files]
 
-    def record(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> list[tuple[int, float]]:
-        """Write a row for every simulator whose episode ended (`done: [K, E]`); returns (learner index, return) of each."""
+    def record(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> None:
+        """Write a row for every simulator whose episode ended (`done: [K, E]`)."""
         now = time.time()
-        finished = []
         for k, e in zip(*np.nonzero(done)):
             self.files[k][e].write(episode_return[k, e], episode_length[k, e], now)
-            finished.append((int(k), float(episode_return[k, e])))
-        return finished
 
     def close(self) -> None:
         for row in self.files:
@@ -187,6 +188,24 @@ class ProgressFile:
 
     def close(self) -> None:
         self._file.close()
+
+
+def write_run_files(run_dir: Path, prepared: "Prepared", tasks: list[dict], world_size: int) -> None:
+    """config.json, topology.csv, combination.csv and tasks.csv (all learners' tasks, in order).
+
+    An earlier run's logs and checkpoints here (--overwrite) are removed first, so that a later
+    --resume can never pick up another run's checkpoint; files diffdac did not write stay.
+    """
+    from diffdac import __version__
+
+    config, method = prepared.config, prepared.method
+    remove_run_files(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stored = {k: v for k, v in config.to_dict().items() if k not in ("resume", "overwrite")}
+    write_json(run_dir / "config.json", {**stored, "version": __version__, "world_size": world_size})
+    write_matrix(run_dir / "topology.csv", nx.to_numpy_array(method.logged_graph(), nodelist=range(config.num_learners), dtype=int))
+    write_matrix(run_dir / "combination.csv", method.combination_matrix())
+    write_tasks(run_dir / "tasks.csv", config.env, range(config.num_learners), tasks)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

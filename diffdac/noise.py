@@ -92,7 +92,3 @@ def uniform(seed: int, stream: int, learners: np.ndarray, num_sims: int, step: i
     """Uniform floats in [0, 1): `[K, E, draws]` for global learner ids `learners: [K]`."""
     return Stream(seed, stream, learners, num_sims, draws).uniform(step)
 
-
-def normal(seed: int, stream: int, learners: np.ndarray, num_sims: int, step: int, draws: int = 1) -> np.ndarray:
-    """Standard normals `[K, E, draws]` by Box-Muller from two keyed uniform streams."""
-    return Stream(seed, stream, learners, num_sims, 2 * draws).normal(step)

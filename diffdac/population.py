@@ -123,10 +123,6 @@ class Population:
         """Every parameter as a view of `flat`, in layout order."""
         return {spec.name: self._view(flat, spec) for spec in self.specs}
 
-    def param(self, name: str) -> torch.Tensor:
-        """View of one parameter for all learners: `[K, *shape]` (tracked by autograd when grad is on)."""
-        return self._view(self.flat, next(s for s in self.specs if s.name == name))
-
     def trainable(self) -> Params:
         """Per-parameter leaves sharing `flat`'s storage, for one forward-backward.
 

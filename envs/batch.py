@@ -44,6 +44,15 @@ class TaskBatch(Protocol):
 
     def step(self, actions: np.ndarray) -> StepResult: ...
 
+    def state_dict(self) -> dict | None:
+        """What a checkpoint needs to continue every running episode exactly (tensors and plain values only),
+        or None for a batch that cannot restore its simulators: a resumed run then starts new episodes."""
+        ...
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take back a `state_dict()` that was not None."""
+        ...
+
     def close(self) -> None: ...
 
 

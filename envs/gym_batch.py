@@ -83,6 +83,13 @@ class GymTaskBatch:
         return StepResult(self._unflatten(obs), reward, terminated, truncated,
                           self._unflatten(final_obs), episode_return, episode_length)
 
+    def state_dict(self) -> None:
+        """None: gymnasium envs cannot hand over their simulator state, so a resumed run starts new episodes."""
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        raise TypeError("GymTaskBatch cannot restore its simulators (its state_dict is None)")
+
     def close(self) -> None:
         for env in self._envs:
             env.close()

@@ -179,6 +179,3 @@ class Walker2dVariantEnv(MujocoVariant, Walker2dEnv):
     """gymnasium's Walker2d-v5 on one task's model."""
 
     ROBOT = "Walker2d"
-
-
-ENV_CLASSES = {"Hopper": HopperVariantEnv, "HalfCheetah": HalfCheetahVariantEnv, "Walker2d": Walker2dVariantEnv}

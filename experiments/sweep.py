@@ -142,7 +142,7 @@ def jobs(sweep: Sweep, stage: str, settings: dict[str, Any], rates: dict[str, fl
 
 def expected_config(job: Job) -> dict[str, Any]:
     """The config.json values the job's options resolve to, as diffdac train itself resolves them."""
-    from diffdac.training import resolve_defaults
+    from diffdac.prepare import resolve_defaults
 
     config = resolve_defaults(cli.config_from_args(cli.build_parser().parse_args(["train", *job.flags])).validate())
     return _comparable(config.to_dict())

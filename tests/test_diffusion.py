@@ -27,7 +27,6 @@ def test_a_block_combines_exactly_as_the_whole_network_does():
     whole = _combiner(graph, "uniform").combine(x)
     block = _combiner(graph, "uniform", local=[3, 4, 5])
     assert block.buffer_ids.tolist() == [2, 3, 4, 5, 6]
-    assert block.neighbour_ids.tolist() == [2, 6]
     assert torch.equal(block.combine(x[block.buffer_ids]), whole[3:6])
 
 
@@ -68,21 +67,22 @@ def test_disagreement_is_mean_squared_distance_to_the_average():
 def test_the_training_combine_step_equals_the_dense_combination(topology):
     """The combine step of a training run (sparse, in place, normaliser statistics included)
     against the dense C of combination.csv applied by hand."""
-    import importlib
 
     from diffdac.comm import LocalCommunicator
     from diffdac.config import TrainConfig
-    from diffdac.methods import combination_matrix
+    from diffdac.learners import Learners
+    from diffdac.methods import method_for
+    from diffdac.prepare import make_tasks, resolve_defaults
 
-    train = importlib.import_module("diffdac.training")
-    config = train.resolve_defaults(TrainConfig(num_learners=9, topology=topology, edge_prob=0.5, hidden=8, separate_init=True,
+    config = resolve_defaults(TrainConfig(num_learners=9, topology=topology, edge_prob=0.5, hidden=8, separate_init=True,
                                                 normalize=("obs",), envs_per_learner=2).validate())
     graph = topologies.resolve_graph(config.topology, None, 9, config.edge_prob, config.seed)
     ids = np.arange(9)
-    learners = train.Learners(config, graph, LocalCommunicator(), train.make_tasks(config, ids), ids)
+    method = method_for(config, graph)
+    learners = Learners(config, method, LocalCommunicator(), make_tasks(config, ids), ids)
     learners.obs_norm.update(torch.randn(9, 40, learners.pop.obs_dim))  # different statistics per learner
     params, mean = learners.pop.flat.detach().double().clone(), learners.obs_norm.mean.clone()
-    dense = torch.from_numpy(combination_matrix(config, graph))
+    dense = torch.from_numpy(method.combination_matrix())
     learners.combine(0)
     torch.testing.assert_close(learners.pop.flat.detach().double(), dense.T @ params, rtol=0, atol=1e-6)
     torch.testing.assert_close(learners.obs_norm.mean, dense.T @ mean, rtol=0, atol=1e-12)

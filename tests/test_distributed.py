@@ -28,7 +28,7 @@ from diffdac import checkpoint
 from diffdac.cli import build_parser, config_from_args
 from diffdac.comm import learner_block
 from diffdac.diffusion import Combiner
-from diffdac.distributed import plan_exchange
+from diffdac.distributed import plan_reads
 from diffdac.training import train
 
 # 5 learners: P = 2 gives blocks of 3 and 2, P = 4 blocks of 2, 1, 1, 1. Normalisers make
@@ -92,7 +92,7 @@ def single(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_a_rank_sends_only_to_ranks_hosting_neighbours():
-    plan = plan_exchange(nx.cycle_graph(40).edges(), 40, 4, rank=1)  # rank 1 hosts 10..19
+    plan = plan_reads(*topologies.directed_edges(nx.cycle_graph(40)), 40, 4, rank=1)  # rank 1 hosts 10..19
     assert plan.peers == [0, 2]
     assert {p: ids.tolist() for p, ids in plan.sends.items()} == {0: [0], 2: [9]}  # rows of learners 10 and 19
     assert {p: ids.tolist() for p, ids in plan.recvs.items()} == {0: [9], 2: [20]}
@@ -100,7 +100,7 @@ def test_a_rank_sends_only_to_ranks_hosting_neighbours():
 
 def test_traffic_grows_with_neighbours_not_with_the_network():
     for n in (40, 4000):
-        plans = [plan_exchange(nx.cycle_graph(n).edges(), n, 4, r) for r in range(4)]
+        plans = [plan_reads(*topologies.directed_edges(nx.cycle_graph(n)), n, 4, r) for r in range(4)]
         assert [sum(map(len, p.sends.values())) for p in plans] == [2, 2, 2, 2]
 
 
@@ -108,7 +108,7 @@ def test_traffic_grows_with_neighbours_not_with_the_network():
 def test_plans_agree_between_ranks_and_yield_the_combiners_buffer(world_size):
     graph = topologies.resolve_graph("erdos-renyi", None, 11, 0.3, 4)
     src, dst, weight = topologies.combination_weights(graph, "metropolis")
-    plans = [plan_exchange(graph.edges(), 11, world_size, r) for r in range(world_size)]
+    plans = [plan_reads(*topologies.directed_edges(graph), 11, world_size, r) for r in range(world_size)]
     for a in plans:
         for b in a.peers:
             assert np.array_equal(a.local_ids[a.sends[b]], plans[b].recvs[a.rank])

@@ -14,9 +14,11 @@ from diffdac import TrainConfig, checkpoint, train
 from diffdac.a2c import a2c_loss, compute_returns
 from diffdac.comm import LocalCommunicator
 from diffdac.errors import ConfigError
-from diffdac.methods import Diffusion, PushSum, gala_reads
+from diffdac.learners import Learners, clip_per_learner
+from diffdac.methods import method_for
 from diffdac.population import Population
-from diffdac.training import Learners, clip_per_learner, make_tasks, prepare
+from diffdac.prepare import make_tasks, prepare
+from topologies import exponential_reads
 
 SMALL = dict(num_learners=4, envs_per_learner=2, hidden=16, total_steps=4000, log_interval=1000, progress=False)
 
@@ -44,17 +46,12 @@ def test_centralized_keeps_one_parameter_set(tmp_path):
     assert (pd.read_csv(run_dir / "progress.csv")["disagreement"] == 0).all()
 
 
-class _NoMonitors:
-    def record(self, *args) -> list[float]:
-        return []
-
-
 def test_centralized_equals_one_learner_on_the_concatenated_batch():
-    config, graph, _ = prepare(TrainConfig(**{**SMALL, "num_learners": 3, "method": "centralized", "gae_lambda": 0.9}))
-    ids = np.arange(3)
-    learners = Learners(config, graph, LocalCommunicator(), make_tasks(config, ids), ids)
+    prepared = prepare(TrainConfig(**{**SMALL, "num_learners": 3, "method": "centralized", "gae_lambda": 0.9}))
+    config, ids = prepared.config, np.arange(3)
+    learners = Learners(config, prepared.method, LocalCommunicator(), make_tasks(config, ids), ids)
     start = learners.pop.flat.detach()[0].clone()
-    learners.collect(_NoMonitors(), type("Stats", (), {"extend": lambda self, r: None})())
+    learners.collect(lambda *episodes: None)
     learners.adapt()
 
     # the same update by hand: one model, one loss over all learners' samples
@@ -98,14 +95,14 @@ def test_isolated_learners_never_change_one_another(tmp_path):
 def _mix(mixer, rounds: int, start: torch.Tensor) -> torch.Tensor:
     z = start
     for r in range(rounds):
-        z = mixer.combine(r, 0, [z])[0]
+        z = mixer.combine(r, np.ones(len(z), dtype=bool), [z])[0]
     return z
 
 
 @pytest.mark.parametrize("n, peers, rounds, tol", [(8, 1, 3, 1e-12), (6, 1, 80, 1e-9), (13, 2, 80, 1e-9)])
 def test_push_sum_reaches_the_exact_average(n, peers, rounds, tol):
     config = TrainConfig(num_learners=n, method="gala", peers_per_round=peers)
-    mixer = PushSum(config, LocalCommunicator(), np.arange(n), torch.device("cpu"))
+    mixer = method_for(config, nx.empty_graph(n)).mixer(LocalCommunicator(), np.arange(n), torch.device("cpu"))
     start = torch.randn(n, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
     z = _mix(mixer, rounds, start)
     torch.testing.assert_close(z, start.mean(0, keepdim=True).expand_as(z), rtol=0, atol=tol)
@@ -113,8 +110,8 @@ def test_push_sum_reaches_the_exact_average(n, peers, rounds, tol):
 
 
 def test_gala_pushes_to_one_peer_per_round_on_the_exponential_graph():
-    assert [gala_reads(8, r, 1)[1][:2].tolist() for r in range(4)] == [[1, 2], [2, 3], [4, 5], [1, 2]]
-    src, dst = gala_reads(8, 0, 2)
+    assert [exponential_reads(8, r, 1)[1][:2].tolist() for r in range(4)] == [[1, 2], [2, 3], [4, 5], [1, 2]]
+    src, dst = exponential_reads(8, 0, 2)
     assert len(src) == 16 and sorted(dst[src == 0].tolist()) == [1, 2]
 
 
@@ -142,11 +139,11 @@ def test_the_fault_path_with_nothing_failing_is_plain_diffusion(tmp_path):
 
 def test_link_drops_reweight_over_the_links_that_work(tmp_path):
     config = TrainConfig(num_learners=6, topology="full", link_drop=0.5, weights="metropolis")
-    mixer = Diffusion(config, LocalCommunicator(), np.arange(6), torch.device("cpu"), nx.complete_graph(6))
+    mixer = method_for(config, nx.complete_graph(6)).mixer(LocalCommunicator(), np.arange(6), torch.device("cpu"))
     counts = []
     for r in range(20):
         mixer.history.appendleft([torch.zeros(6, 1)])
-        c = mixer._round_matrix(r, 0).to_dense()
+        c = mixer._round_matrix(r, np.ones(6, dtype=bool)).to_dense()
         torch.testing.assert_close(c.sum(1), torch.ones(6, dtype=torch.float64))  # rows: weights sum to 1
         torch.testing.assert_close(c, c.T)  # metropolis stays symmetric, both directions fail together
         counts.append(mixer.links)
@@ -156,14 +153,14 @@ def test_link_drops_reweight_over_the_links_that_work(tmp_path):
 def test_staleness_reads_neighbours_at_most_s_rounds_old():
     s = 2
     config = TrainConfig(num_learners=5, topology="ring", max_staleness=s)
-    mixer = Diffusion(config, LocalCommunicator(), np.arange(5), torch.device("cpu"), nx.cycle_graph(5))
+    mixer = method_for(config, nx.cycle_graph(5)).mixer(LocalCommunicator(), np.arange(5), torch.device("cpu"))
     delays = set()
     for r in range(30):
         # buffer of round r holds the value r for every learner: the result shows which round was read
-        out = mixer.combine(r, 0, [torch.full((5, 1), float(r), dtype=torch.float64)])[0]
+        out = mixer.combine(r, np.ones(5, dtype=bool), [torch.full((5, 1), float(r), dtype=torch.float64)])[0]
         age = r - out  # own row is fresh, so this is a weighted mean of neighbour ages
         assert (age >= 0).all() and (age <= s).all()
-        c = mixer._round_matrix(r, 0).to_dense().reshape(5, -1, 5)
+        c = mixer._round_matrix(r, np.ones(5, dtype=bool)).to_dense().reshape(5, -1, 5)
         delays |= {int(d) for d in torch.nonzero(c)[:, 1]}
     assert delays == set(range(s + 1))
 

@@ -24,7 +24,7 @@ def test_uniform_draws_differ_by_step_seed_and_stream_and_fill_the_unit_interval
 
 
 def test_normal_draws_are_standard():
-    z = np.concatenate([noise.normal(0, noise.ACTION, np.arange(100), 10, step, draws=3).ravel() for step in range(20)])
+    z = np.concatenate([noise.Stream(0, noise.ACTION, np.arange(100), 10, 6).normal(step).ravel() for step in range(20)])
     assert z.shape == (60_000,)
     assert abs(z.mean()) < 0.02 and abs(z.std() - 1.0) < 0.02
 

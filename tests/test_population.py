@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from diffdac.population import Population
-from diffdac.training import clip_per_learner
+from diffdac.learners import clip_per_learner
 
 OBS = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
 DISCRETE = gym.spaces.Discrete(3)
@@ -26,7 +26,7 @@ def test_initial_parameters_do_not_depend_on_the_block_a_learner_is_in():
 
 
 def test_hidden_weights_are_orthogonal_with_the_original_gain():
-    w = _pop([0]).param("actor.0.weight")[0]  # [in=6, out=16]
+    w = _pop([0]).trainable()["actor.0.weight"][0]  # [in=6, out=16]
     torch.testing.assert_close(w @ w.T, 2.0 * torch.eye(6), atol=1e-5, rtol=0)
 
 

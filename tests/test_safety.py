@@ -241,13 +241,13 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_go
 # depend on how fast the machine is: the child signals itself from inside `prepare`.
 CTRL_C_IN_START_UP = """
 import os, signal, sys
-import diffdac.training as training
+import diffdac.prepare as preparing
 from diffdac.cli import main
-checked = training.prepare
+checked = preparing.prepare
 def prepare(config):
     os.kill(os.getpid(), signal.SIGINT)
     return checked(config)
-training.prepare = prepare
+preparing.prepare = prepare
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -2,7 +2,7 @@
 
 Learner k minimises f_k(theta) = |A_k theta - b_k|^2 / (2m), a least-squares problem of its own. Adapt
 is one plain SGD step per learner on the stacked parameters (torch.optim on a [K, P] tensor, as
-the trainer steps RMSprop), combine is methods.Diffusion, the trainer's combine step. For a step
+the trainer steps RMSprop), combine is the diff-a2c method's mixer, the trainer's combine step. For a step
 size mu, diffusion theory (Sayed 2014, "Adaptation, learning, and optimization over networks")
 says: the network average tracks centralised gradient descent to O(mu); the learners' disagreement
 at the fixed point is O(mu^2); with doubly stochastic (Metropolis) weights the fixed point is the
@@ -20,8 +20,8 @@ import topologies
 from diffdac.comm import LocalCommunicator
 from diffdac.config import TrainConfig
 from diffdac.diffusion import disagreement
-from diffdac.methods import Diffusion
-from diffdac.training import clip_per_learner
+from diffdac.methods import method_for
+from diffdac.learners import clip_per_learner
 
 K, P, M = 6, 3, 5
 GRAPH = nx.path_graph(K)  # irregular: the ends have one neighbour, the rest two
@@ -53,7 +53,7 @@ class Network:
         self.theta = torch.zeros(K, P, dtype=torch.float64, requires_grad=True)
         self.optimizer = torch.optim.SGD([self.theta], lr=mu)
         config = TrainConfig(num_learners=K, weights=rule)  # the mixer reads the weights rule; the graph is given
-        self.mixer = Diffusion(config, LocalCommunicator(), np.arange(K), torch.device("cpu"), GRAPH)
+        self.mixer = method_for(config, GRAPH).mixer(LocalCommunicator(), np.arange(K), torch.device("cpu"))
 
     def update(self, round_index: int) -> None:
         self.optimizer.zero_grad()
@@ -61,7 +61,7 @@ class Network:
         clip_per_learner(self.theta.grad, 1e6)  # the trainer's per-learner clip, far above these gradients
         self.optimizer.step()
         with torch.no_grad():
-            self.theta.copy_(self.mixer.combine(round_index, 0, [self.theta.detach()])[0])
+            self.theta.copy_(self.mixer.combine(round_index, np.ones(K, dtype=bool), [self.theta.detach()])[0])
 
     def fixed_point(self, max_rounds: int = 200_000) -> torch.Tensor:
         for r in range(max_rounds):

@@ -11,8 +11,9 @@ import topologies
 from diffdac import TrainConfig
 from diffdac.a2c import bootstrap_truncations, compute_returns
 from diffdac.comm import LocalCommunicator
-from diffdac.logs import MonitorSet
-from diffdac.training import EpisodeStats, Learners, bootstrapped, resolve_defaults
+from diffdac.learners import EpisodeStats, Learners, bootstrapped
+from diffdac.methods import method_for
+from diffdac.prepare import resolve_defaults
 from envs.batch import StepResult
 
 GAMMA = 0.5
@@ -76,9 +77,8 @@ def test_the_learner_loop_bootstraps_only_cuts_that_did_not_end_the_task(tmp_pat
     config = resolve_defaults(TrainConfig(num_learners=1, envs_per_learner=1, steps_per_update=4, hidden=4, topology="none",
                                           time_limit=time_limit, total_steps=4).validate())
     script = [(False, False), (False, True), (True, True), (True, False)]  # cut; cut at the goal; the goal
-    learners = Learners(config, topologies.resolve_graph("none", None, 1), LocalCommunicator(), ScriptedBatch(script), np.arange(1))
-    monitors = MonitorSet(tmp_path, "scripted", [0], 1, [{}])
-    learners.collect(monitors, EpisodeStats(1))
-    monitors.close()
+    method = method_for(config, topologies.resolve_graph("none", None, 1))
+    learners = Learners(config, method, LocalCommunicator(), ScriptedBatch(script), np.arange(1))
+    learners.collect(EpisodeStats(1).record)
     assert learners.rollout.truncated.flatten().tolist() == expected
     assert learners.rollout.dones.flatten().tolist() == [0.0, 1.0, 1.0, 1.0]

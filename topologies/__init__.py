@@ -25,6 +25,7 @@ from topologies.graphs import (
     resolve_graph,
     validate_adjacency,
 )
+from topologies.time_varying import Reads, exponential_period, exponential_reads
 
 __all__ = [
     "TOPOLOGY_NAMES",
@@ -33,10 +34,13 @@ __all__ = [
     "build_graph",
     "combination_weights",
     "dense_combination_matrix",
+    "Reads",
     "describe",
     "directed_edges",
     "disconnection_warning",
     "edge_count",
+    "exponential_period",
+    "exponential_reads",
     "graph_from_adjacency",
     "grid_shape",
     "parse_adjacency",

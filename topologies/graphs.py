@@ -16,8 +16,8 @@ import networkx as nx
 import numpy as np
 
 from topologies.errors import TopologyError
+from topologies.names import TOPOLOGY_NAMES
 
-TOPOLOGY_NAMES = ("ring", "full", "star", "line", "grid", "none", "erdos-renyi")
 
 ADJACENCY_SUFFIXES = (".npy", ".csv", ".txt")
 

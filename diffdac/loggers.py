@@ -1,0 +1,135 @@
+"""Where a run's numbers go: a small Logger protocol, and the loggers every run has.
+
+The training loop calls each logger it is given: `start` once, `record_episodes` in every step
+that ends an episode, `after_update` after every update, `write_progress` every log interval,
+`state` at every checkpoint (what the logger needs to continue exactly after a resume), and
+`close` at the end. A new logger (TensorBoard, a status line) is one more class here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from diffdac.config import TrainConfig
+from diffdac.learners import RECENT_EPISODES, RECENT_PER_LEARNER
+from diffdac.logs import MonitorSet, ProgressFile
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a logger may want to know when the run starts."""
+
+    run_dir: Path
+    config: TrainConfig
+    steps_done: int  # env steps made before this start (a resumed run)
+    total_steps: int  # env steps made when the run ends
+
+
+class Logger(Protocol):
+    def start(self, run: RunInfo) -> None: ...
+
+    def record_episodes(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> None:
+        """Episodes that ended in this step: return and length `[K, E]` where `done: [K, E]`."""
+        ...
+
+    def after_update(self, steps: int) -> None: ...
+
+    def write_progress(self, row: dict[str, float]) -> None: ...
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint records to continue this logger exactly (merged into the loop's state)."""
+        ...
+
+    def close(self, finished: bool) -> None: ...
+
+
+class MonitorLogger:
+    """One Monitor file per simulator of this rank (diffdac.logs.MonitorSet)."""
+
+    def __init__(self, run_dir: Path, env_id: str, learner_ids: Sequence[int], envs_per_learner: int, tasks: Sequence[dict],
+                 keep_rows: list[list[int]] | None) -> None:
+        self.monitors = MonitorSet(run_dir, env_id, learner_ids, envs_per_learner, tasks, keep_rows)
+
+    def start(self, run: RunInfo) -> None:
+        pass
+
+    def record_episodes(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> None:
+        self.monitors.record(episode_return, episode_length, done)
+
+    def after_update(self, steps: int) -> None:
+        pass
+
+    def write_progress(self, row: dict[str, float]) -> None:
+        pass
+
+    def state(self) -> dict[str, Any]:
+        return {"monitor_rows": self.monitors.rows()}
+
+    def close(self, finished: bool) -> None:
+        self.monitors.close()
+
+
+class ProgressLogger:
+    """progress.csv (rank 0)."""
+
+    def __init__(self, path: Path, keep_rows: int | None) -> None:
+        self.progress = ProgressFile(path, keep_rows)
+
+    def start(self, run: RunInfo) -> None:
+        pass
+
+    def record_episodes(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> None:
+        pass
+
+    def after_update(self, steps: int) -> None:
+        pass
+
+    def write_progress(self, row: dict[str, float]) -> None:
+        self.progress.write(row)
+
+    def state(self) -> dict[str, Any]:
+        return {"progress_rows": self.progress.rows}
+
+    def close(self, finished: bool) -> None:
+        self.progress.close()
+
+
+class TerminalLogger:
+    """The progress bar (on a terminal, with --progress) and the closing line (rank 0)."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+        self.run: RunInfo | None = None
+        self.last: dict[str, float] = {}
+
+    def start(self, run: RunInfo) -> None:
+        self.run = run
+        self.bar = tqdm(total=run.total_steps, initial=run.steps_done, unit="step", unit_scale=True,
+                        disable=None if run.config.progress else True, dynamic_ncols=True)
+
+    def record_episodes(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> None:
+        pass
+
+    def after_update(self, steps: int) -> None:
+        self.bar.update(steps - self.bar.n)
+
+    def write_progress(self, row: dict[str, float]) -> None:
+        self.last = row
+        self.bar.set_postfix(score=f"{row['score']:.1f}", refresh=False)
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def close(self, finished: bool) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if finished and self.last:
+            row = self.last
+            print(f"diffdac: {row['steps']} env steps in {row['time']:.1f}s; score {row['score']:.1f} (mean over learners of each one's "
+                  f"last {RECENT_PER_LEARNER} episodes); mean return of the last {RECENT_EPISODES} episodes (of each process) "
+                  f"{row['mean_return']:.1f}; logs in {self.run.run_dir}")

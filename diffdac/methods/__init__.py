@@ -1,0 +1,35 @@
+"""How learners share what they learn: one Method class per --method, and the registry of them.
+
+A Method knows its name, the communication graphs it needs (one exchange plan each), the graph
+and matrix the run directory records, and the Mixer that runs after every adapt step. Adding a
+method is one module with one Method subclass, listed in METHODS below, and its tests.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from diffdac.config import TrainConfig
+from diffdac.errors import ConfigError
+from diffdac.methods.base import Method, Mixer
+from diffdac.methods.centralized import Centralized, CentralizedA2C
+from diffdac.methods.diffusion import DiffA2C, Diffusion
+from diffdac.methods.gala import Gala, PushSum
+from diffdac.methods.isolated import Isolated
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (DiffA2C, CentralizedA2C, Isolated, Gala)}
+
+
+def method_class(name: str) -> type[Method]:
+    """The Method of a --method name, or a ConfigError listing the names there are."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown --method {name!r}: choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def method_for(config: TrainConfig, graph: nx.Graph) -> Method:
+    """The run's method over its graph."""
+    return method_class(config.method)(config, graph)
+
+
+__all__ = ["METHODS", "Centralized", "Diffusion", "Method", "Mixer", "PushSum", "method_class", "method_for"]

@@ -1,0 +1,33 @@
+"""Centralised A2C: one model trained on every learner's experience, the baseline diffusion is measured against."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from diffdac.comm import Communicator
+from diffdac.methods.base import Method, Mixer
+
+
+class Centralized(Mixer):
+    """One A2C on all learners' experience: the mean gradient, applied by every learner alike."""
+
+    def start(self, params: torch.Tensor) -> None:
+        with torch.no_grad():  # one parameter set even with --separate-init
+            params.copy_(self.comm.all_gather(params).mean(0, keepdim=True).expand_as(params))
+
+    def reduce_gradient(self, grad: torch.Tensor) -> None:
+        """Every row becomes the mean gradient, so per-learner clipping clips the one model's gradient."""
+        grad.copy_(self.comm.all_gather(grad).mean(0, keepdim=True).expand_as(grad))
+
+    def combine(self, round_index: int, alive: np.ndarray, blocks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Parameters are already equal; normaliser statistics are averaged over all learners."""
+        return [blocks[0]] + [self.comm.all_gather(b).mean(0, keepdim=True).expand_as(b).clone() for b in blocks[1:]]
+
+
+class CentralizedA2C(Method):
+    name = "centralized"
+    summary = "one A2C: every learner's gradient averaged (all-gather) before one shared step"
+
+    def mixer(self, comm: Communicator, learner_ids: np.ndarray, device: torch.device) -> Mixer:
+        return Centralized(self.config, comm, learner_ids, device)

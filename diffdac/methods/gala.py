@@ -1,0 +1,90 @@
+"""GALA-A2C's gossip (Assran et al., NeurIPS 2019) in its synchronous form: push-sum on a time-varying exponential graph."""
+
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+import torch
+
+from diffdac.comm import Communicator
+from diffdac.config import TrainConfig
+from diffdac.diffusion import Combiner
+from diffdac.errors import ConfigError
+from diffdac.methods.base import Method, Mixer
+from topologies import Reads, exponential_period, exponential_reads
+
+
+class PushSum(Mixer):
+    """Push-sum over the rounds of a time-varying directed graph, one plan (communication graph) per round.
+
+    Each learner holds de-biased parameters z and a push-sum weight w. A round mixes x = w z and w:
+    a learner keeps 1/(p+1) of both and pushes 1/(p+1) to each of its p peers; then z = x / w.
+    With a learning rate of 0 every z converges to the exact average of the initial z.
+    """
+
+    def __init__(self, config: TrainConfig, comm: Communicator, learner_ids: np.ndarray, device: torch.device, rounds: list[Reads]) -> None:
+        super().__init__(config, comm, learner_ids, device)
+        n, p = config.num_learners, config.peers_per_round
+        self.combiners = []
+        for src, dst in rounds:
+            loops = np.arange(n, dtype=np.int64)
+            src, dst = np.concatenate([src, loops]), np.concatenate([dst, loops])
+            weight = np.full(len(src), 1.0 / (len(src) // n))
+            self.combiners.append(Combiner(src, dst, weight, learner_ids, device))
+        self.weight = torch.ones(len(learner_ids), 1, dtype=torch.float64, device=device)
+        self.links = n * min(p, exponential_period(n)) if n > 1 else 0
+
+    def combine(self, round_index: int, alive: np.ndarray, blocks: list[torch.Tensor]) -> list[torch.Tensor]:
+        graph = round_index % len(self.combiners)
+        combiner = self.combiners[graph]
+        mixed_weight = combiner.combine(self.comm.exchange(self.weight, combiner.buffer_ids, graph))
+        out = []
+        for block in blocks:
+            x = block.double() * self.weight
+            mixed = combiner.combine(self.comm.exchange(x, combiner.buffer_ids, graph))
+            out.append((mixed / mixed_weight).to(block.dtype))
+        self.weight = mixed_weight
+        return out
+
+    def state_dict(self) -> dict:
+        return {"weight": self.weight.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.weight = state["weight"].to(self.device)
+
+
+class Gala(Method):
+    name = "gala"
+    summary = "GALA-A2C's push-sum gossip on a time-varying exponential graph (--peers-per-round); --topology is ignored"
+
+    @classmethod
+    def validate(cls, config: TrainConfig) -> None:
+        super().validate(config)
+        distinct = max(1, math.ceil(math.log2(config.num_learners)))
+        if config.peers_per_round > distinct:
+            raise ConfigError(f"--peers-per-round {config.peers_per_round} exceeds the {distinct} distinct peers of the "
+                              f"exponential graph on {config.num_learners} learners")
+
+    def communication(self) -> list[Reads]:
+        n = self.config.num_learners
+        return [exponential_reads(n, r, self.config.peers_per_round) for r in range(exponential_period(n))]
+
+    def logged_graph(self) -> nx.Graph:
+        """The union of the rounds' graphs."""
+        union = nx.empty_graph(self.config.num_learners)
+        for src, dst in self.communication():
+            union.add_edges_from(zip(src.tolist(), dst.tolist()))
+        return union
+
+    def combination_matrix(self) -> np.ndarray:
+        """Round 0's push-sum matrix (the rounds cycle)."""
+        n = self.config.num_learners
+        src, dst = exponential_reads(n, 0, self.config.peers_per_round)
+        matrix = np.eye(n)
+        matrix[src, dst] = 1.0
+        return matrix / matrix.sum(1, keepdims=True)
+
+    def mixer(self, comm: Communicator, learner_ids: np.ndarray, device: torch.device) -> Mixer:
+        return PushSum(self.config, comm, learner_ids, device, self.communication())

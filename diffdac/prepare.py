@@ -1,0 +1,185 @@
+"""Options checked and resolved once, before anything is allocated or written: `prepare` and what it returns.
+
+Everything that can refuse the input happens here (and in TrainConfig.validate), so that bad
+input ends every rank of a torchrun world before any of them waits on a rendezvous, and the
+rest of the program receives a Prepared run it can trust.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import gymnasium
+import networkx as nx
+import numpy as np
+import torch
+
+import envs
+import topologies
+from diffdac import limits
+from diffdac.config import NORMALIZE_CHOICES, TrainConfig
+from diffdac.distributed import env_rank
+from diffdac.errors import ConfigError, ResumeError
+from diffdac.logs import RUN_FILES
+from diffdac.methods import Method, method_for
+from diffdac.population import action_dim, check_spaces
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked config with its defaults resolved, its graph, its method over that graph and its run directory.
+
+    `config.resume` is True only when the directory holds a run to continue: a --resume of a
+    directory without one (a retry loop after a kill before config.json) starts a new run.
+    """
+
+    config: TrainConfig
+    graph: nx.Graph
+    method: Method
+    run_dir: Path
+
+
+def prepare(config: TrainConfig) -> Prepared:
+    """Everything that can refuse the input, done once, before anything is allocated or written."""
+    config = resolve_defaults(config.validate())
+    check_machine(config)
+    spaces = probe_spaces(config)
+    graph = build_graph(config, spaces)
+    run_dir = Path(config.log_dir) if config.log_dir else default_run_dir(config)
+    if config.resume and (run_dir / "config.json").exists():
+        config = check_resume(config)
+    else:
+        check_new_run_dir(run_dir, config.overwrite)
+        if config.resume and env_rank() == 0:
+            print(f"diffdac: {run_dir} holds no run yet: starting a new one")
+        config = dataclasses.replace(config, resume=False)
+    return Prepared(config, graph, method_for(config, graph), run_dir)
+
+
+def resolve_defaults(config: TrainConfig) -> TrainConfig:
+    """Options whose default depends on the task: --normalize is obs,reward for MuJoCo tasks."""
+    if config.normalize is None:
+        normalize = NORMALIZE_CHOICES if _is_mujoco(config.env) else ()
+    else:
+        normalize = tuple(n for n in config.normalize if n != "none")
+    return dataclasses.replace(config, normalize=normalize)
+
+
+def _is_mujoco(env_id: str) -> bool:
+    spec = gymnasium.registry.get(env_id)
+    entry = getattr(spec, "entry_point", "")
+    return "mujoco" in (entry if isinstance(entry, str) else getattr(entry, "__module__", ""))
+
+
+def check_machine(config: TrainConfig) -> None:
+    """Options this machine cannot serve: CUDA without a GPU, more threads than cores (torch crashes on absurd counts)."""
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda, but torch sees no CUDA device here (torch.cuda.is_available() is False): use --device cpu")
+    cores = os.cpu_count() or 1
+    if config.threads > cores:
+        raise ConfigError(f"--threads {config.threads} is more than the {cores} CPU cores of this machine: give at most {cores}")
+
+
+def probe_spaces(config: TrainConfig) -> tuple[gymnasium.Space, gymnasium.Space]:
+    """Make learner 0's task once: an unknown id, a missing dependency or unusable spaces end here, in one line."""
+    tasks = make_tasks(config, np.arange(1), envs_per_learner=1)
+    try:
+        check_spaces(tasks.observation_space, tasks.action_space)
+        return tasks.observation_space, tasks.action_space
+    finally:
+        tasks.close()
+
+
+def build_graph(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.Space]) -> nx.Graph:
+    """The run's graph, once the memory of the whole run (graph included) is known to fit this machine."""
+    try:
+        if config.adjacency is not None:  # the run without its edges must fit before a large matrix file is read
+            limits.check_memory(memory_sizes(config, spaces, 0), processes_here())
+        matrix = topologies.read_adjacency(config.adjacency, config.num_learners) if config.adjacency is not None else None
+        edges = int(np.count_nonzero(np.triu(matrix, 1))) if matrix is not None else topologies.edge_count(
+            config.topology, config.num_learners, config.edge_prob)
+        limits.check_memory(memory_sizes(config, spaces, edges), processes_here())
+        graph = topologies.graph_from_adjacency(matrix) if matrix is not None else topologies.resolve_graph(
+            config.topology, None, config.num_learners, config.edge_prob, config.seed)
+        topologies.combination_weights(nx.empty_graph(1), config.weights)
+    except topologies.TopologyError as err:
+        raise ConfigError(str(err)) from None
+    return graph
+
+
+def memory_sizes(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.Space], edges: int) -> limits.Sizes:
+    """What one process of this run holds: its block of learners under torchrun, every learner otherwise."""
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    kind = "batched" if envs.is_batched_acrobot(config.env) else "mujoco" if _is_mujoco(config.env) else "gym"
+    return limits.Sizes(
+        learners=-(-config.num_learners // world), total_learners=config.num_learners, sims=config.envs_per_learner,
+        steps=config.steps_per_update, obs_dim=spaces[0].shape[0], action_dim=action_dim(spaces[1]), hidden=config.hidden,
+        edges=edges, simulator_kind=kind, history=config.max_staleness + 1, gathers_all=config.method == "centralized",
+    )
+
+
+def processes_here() -> int:
+    """Processes of the run on this machine: torchrun's LOCAL_WORLD_SIZE, else one."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """A new run goes into a new or empty directory; --overwrite replaces an earlier run's files, never a user's."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--log-dir {run_dir} is a file, not a directory: choose another --log-dir")
+    if run_dir.is_dir():
+        holds_run = (run_dir / "config.json").exists()
+        if holds_run and not overwrite:
+            raise ConfigError(f"{run_dir} already holds a run: choose another --log-dir, pass --overwrite, or continue it with --resume")
+        if not holds_run and any(run_dir.iterdir()):
+            if not overwrite:
+                raise ConfigError(f"{run_dir} exists and is not empty: choose a new or empty --log-dir "
+                                  "(--overwrite writes there anyway and removes only an earlier run's files)")
+            clash = next((name for name in RUN_FILES if (run_dir / name).exists()), None)
+            if clash:
+                raise ConfigError(f"{run_dir / clash} is not from a diffdac run and a run would replace it: move it or choose another --log-dir")
+    check_writable(run_dir)
+
+
+def check_writable(run_dir: Path) -> None:
+    """Create a file where the run directory will be (in its nearest existing parent): the only test that is right for root and read-only mounts."""
+    place = run_dir
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    try:
+        with tempfile.TemporaryFile(dir=place):
+            pass
+    except OSError as err:
+        raise ConfigError(f"cannot write to --log-dir {run_dir} ({place}: {err.strerror or err}): choose a directory you can write to") from None
+
+
+def check_resume(config: TrainConfig) -> TrainConfig:
+    """The run's own options, refusing any given option that differs from them."""
+    stored = resolve_defaults(TrainConfig.from_run(config.log_dir).validate())
+    differ = config.differences(stored)
+    if differ:
+        raise ResumeError(f"--resume keeps the run's options, but these differ from {config.log_dir}/config.json: {'; '.join(differ)}")
+    return config
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    name = config.env.split("/")[-1]
+    graph = config.topology or "adjacency"
+    return Path("runs") / f"{name}-{graph}-s{config.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def make_tasks(config: TrainConfig, learner_ids: np.ndarray, envs_per_learner: int | None = None) -> envs.TaskBatch:
+    """The task batch of these learners; an id gymnasium cannot make is bad input, named in one line."""
+    sims = config.envs_per_learner if envs_per_learner is None else envs_per_learner
+    try:
+        return envs.make_task_batch(config.env, config.seed, learner_ids, sims, config.task_seeding, config.mass_scaling)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    except (gymnasium.error.Error, ImportError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"cannot make environment {config.env}: {reason}") from None
