@@ -94,10 +94,14 @@ def launch_training(processes: int, options: list[str]) -> tuple[float, float]:
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise BenchError(f"the run at {processes} processes failed (exit {done.returncode}): {(done.stdout + done.stderr)[-1500:]}")
-    run_dir = Path(options[options.index("--log-dir") + 1])
+    return loop_speed(Path(options[options.index("--log-dir") + 1])), wall
+
+
+def loop_speed(run_dir: Path) -> float:
+    """Env steps/s of a finished run's training loop: the last row of its progress.csv."""
     last = (run_dir / "progress.csv").read_text().strip().splitlines()
     header, values = last[0].split(","), last[-1].split(",")
-    return float(values[header.index("steps_per_s")]), wall
+    return float(values[header.index("steps_per_s")])
 
 
 def process_counts(args: argparse.Namespace) -> list[int]:
@@ -258,9 +262,7 @@ def train_speed(setup: Setup, min_steps: int, run_dir: Path) -> tuple[float, flo
     if done.returncode != 0:
         raise BenchError(f"the {setup} run failed (exit {done.returncode}): {(done.stdout + done.stderr)[-1500:]}")
     rss_kb = int(done.stderr.split("MAXRSS_KB")[-1].split()[0])
-    progress = (run_dir / "progress.csv").read_text().strip().splitlines()
-    header, values = progress[0].split(","), progress[-1].split(",")
-    return float(values[header.index("steps_per_s")]), rss_kb / 1024
+    return loop_speed(run_dir), rss_kb / 1024
 
 
 def combine_seconds(learners: int, threads: int = 1, repeats: int = 30) -> float:
@@ -297,7 +299,7 @@ def speed(args: argparse.Namespace) -> list[Row]:
     """
     setups = parse_setups(args.setups)
     speeds: dict[Setup, list[float]] = {s: [] for s in setups}
-    memory: dict[Setup, float] = {}
+    peak_mb: dict[Setup, float] = {}
     peer: list[float] = []
     with tempfile.TemporaryDirectory(prefix="diffdac-bench-") as tmp:
         for i in range(args.repeats):
@@ -307,7 +309,7 @@ def speed(args: argparse.Namespace) -> list[Row]:
             for setup in setups:
                 value, rss = train_speed(setup, args.total_steps, Path(tmp) / f"{setup}-{i}")
                 speeds[setup].append(value)
-                memory[setup] = max(memory.get(setup, 0.0), rss)
+                peak_mb[setup] = max(peak_mb.get(setup, 0.0), rss)
     reference = statistics.median(peer) if peer else None
     rows: list[Row] = [{"scenario": "speed", "setup": PEER if peer else f"{PEER}: not installed (pip install diffdac[bench])",
                         "steps_per_s": round(reference, 1) if reference else "", "ratio_to_peer": 1.0 if peer else "",
@@ -316,7 +318,7 @@ def speed(args: argparse.Namespace) -> list[Row]:
         value = statistics.median(speeds[setup])
         rows.append({
             "scenario": "speed", "setup": f"diffdac {setup} ring", "steps_per_s": round(value, 1),
-            "ratio_to_peer": round(value / reference, 2) if reference else "", "peak_rss_mb": round(memory[setup]),
+            "ratio_to_peer": round(value / reference, 2) if reference else "", "peak_rss_mb": round(peak_mb[setup]),
             "combine_ms": round(1000 * combine_seconds(setup.learners, setup.threads), 3) if setup.sims == 1 else "",
         })
     return rows

@@ -301,6 +301,11 @@ def _type_name(hint: Any) -> str:
 
 # Options that control how a run is carried out, not what it computes: free to change on --resume.
 RESUME_FREE = frozenset({"log_dir", "overwrite", "resume", "progress", "dist_timeout", "save_every", "keep_checkpoints"})
+# What config.json adds to the options.
+RUN_METADATA = frozenset({"version", "world_size"})
+# Everything that says where, how or with which seed a run was made rather than what it learns:
+# runs that differ only here are seeds of one curve.
+NOT_WHAT_IS_LEARNED = RESUME_FREE | RUN_METADATA | {"seed", "log_interval", "backend"}
 
 
 def _flag(name: str) -> str:

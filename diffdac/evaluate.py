@@ -22,7 +22,7 @@ import envs
 from diffdac import checkpoint
 from diffdac.config import TrainConfig
 from diffdac.errors import ConfigError
-from diffdac.normalize import CLIP, EPS
+from diffdac.normalize import RunningNorm
 from diffdac.population import Population
 from envs.acrobot import BatchedAcrobot, sample_acrobot_task
 from envs.factory import ACROBOT_FAMILIES, is_batched_acrobot
@@ -160,12 +160,12 @@ def _play(batch: envs.TaskBatch, pop: Population, policies: Policies, num_t: int
     returns, lengths = np.zeros(shape), np.zeros(shape, dtype=np.int64)
     finished = np.zeros(shape, dtype=bool)
     obs, step = batch.reset(), 0
-    mean = None if policies.obs_mean is None else policies.obs_mean.repeat_interleave(num_t, 0).unsqueeze(1)
-    std = None if policies.obs_var is None else torch.sqrt(policies.obs_var.repeat_interleave(num_t, 0).unsqueeze(1) + EPS)
+    norm = None if policies.obs_mean is None else RunningNorm.from_statistics(
+        policies.obs_mean.repeat_interleave(num_t, 0), policies.obs_var.repeat_interleave(num_t, 0))
     while not finished.all():
         x = torch.as_tensor(obs, dtype=torch.float32)
-        if mean is not None:
-            x = ((x.double() - mean) / std).clamp(-CLIP, CLIP).float()
+        if norm is not None:
+            x = norm.normalize(x)
         actions = pop.act(x, seed, step) if stochastic else pop.greedy(x)
         result = batch.step(actions.numpy())
         done = (result.terminated | result.truncated) & ~finished

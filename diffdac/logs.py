@@ -14,7 +14,6 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from diffdac import checkpoint
 from diffdac.errors import ResumeError
 
 if TYPE_CHECKING:
@@ -44,6 +43,8 @@ def _written_by_a_run(path: Path) -> bool:
     if path.parent.name == "monitor":
         return bool(MONITOR_NAME.fullmatch(name))
     if path.parent.name == "checkpoints":
+        from diffdac import checkpoint  # torch: only --overwrite needs it
+
         return checkpoint.is_checkpoint_file(path.name)
     return name in RUN_FILES or bool(EVAL_FILE.fullmatch(name))
 
@@ -76,12 +77,17 @@ def check_rows(path: Path, header_lines: int, keep_rows: int) -> None:
     _complete_lines(path, header_lines, keep_rows)
 
 
+def complete_lines(text: str) -> list[str]:
+    """The lines of a log that end in a newline, without it: a row cut in half by a kill, or still being written, is left out."""
+    return text.split("\n")[:-1]
+
+
 def _complete_lines(path: Path, header_lines: int, keep_rows: int) -> list[str]:
     """The newline-terminated lines of a log holding at least `keep_rows` rows (a row cut in half by a kill is dropped)."""
     if not path.is_file():
         raise ResumeError(f"{path} is missing: the run directory does not match its checkpoint")
     try:
-        lines = path.read_text().split("\n")[:-1]  # the text after the last newline is an unfinished row
+        lines = complete_lines(path.read_text())
     except (OSError, UnicodeDecodeError) as err:
         raise ResumeError(f"cannot read {path} ({getattr(err, 'strerror', None) or err}): the run directory does not match its checkpoint") from None
     if len(lines) < header_lines + keep_rows:

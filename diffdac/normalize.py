@@ -16,6 +16,13 @@ class RunningNorm:
         self.var = torch.ones(num_learners, *shape, dtype=torch.float64, device=device)
         self.count = torch.full((num_learners,), 1e-4, dtype=torch.float64, device=device)
 
+    @classmethod
+    def from_statistics(cls, mean: torch.Tensor, var: torch.Tensor) -> "RunningNorm":
+        """Fixed statistics `[K, *shape]` (a checkpoint's), to normalise with as training did."""
+        norm = cls(len(mean), tuple(mean.shape[1:]), mean.device)
+        norm.mean, norm.var = mean.double(), var.double()
+        return norm
+
     def update(self, x: torch.Tensor) -> None:
         """Merge a batch `x: [K, B, *shape]` into each learner's statistics (Chan et al. parallel update)."""
         x = x.double()

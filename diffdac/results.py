@@ -33,7 +33,6 @@ import dataclasses
 import io
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,18 +41,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from diffdac.config import TrainConfig, read_run_config, run_options
+from diffdac.config import NOT_WHAT_IS_LEARNED, TrainConfig, read_run_config, run_options
 from diffdac.errors import ConfigError
+from diffdac.logs import MONITOR_NAME, complete_lines
 
 # Options that say where or how a run was logged, not what was learned: never split a curve.
-BOOKKEEPING_KEYS = frozenset({
-    "seed", "log_dir", "overwrite", "progress", "log_interval", "dist_timeout", "backend", "version", "world_size",
-    "save_every", "keep_checkpoints", "resume",
-})
+BOOKKEEPING_KEYS = NOT_WHAT_IS_LEARNED
 # Keys whose value alone names a curve ("ring" rather than "topology=ring").
 BARE_KEYS = ("topology", "method")
 OPTION_DEFAULTS = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(TrainConfig)}
-MONITOR_NAME = re.compile(r"learner(\d+)\.sim(\d+)\.monitor\.csv$")
 WEIGHTINGS = ("task", "episode")  # a bin's return: mean over learners of their means, or over all episodes
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
@@ -95,12 +91,10 @@ def read_monitor(path: Path) -> pd.DataFrame:
     text = path.read_text()
     if text and not text.startswith("#"):
         raise RunError(f"{path} is not a Monitor file: its first line must be '#' + JSON")
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines = lines[:-1]
+    lines = complete_lines(text)
     if len(lines) < 2:  # no header yet
         return pd.DataFrame({"r": pd.Series(dtype=float), "l": pd.Series(dtype="int64"), "t": pd.Series(dtype=float)})
-    frame = pd.read_csv(io.StringIO("".join(lines[1:])))
+    frame = pd.read_csv(io.StringIO("\n".join(lines[1:]) + "\n"))
     missing = {"r", "l", "t"} - set(frame.columns)
     if missing:
         raise RunError(f"{path} has no column {', '.join(sorted(missing))}: a Monitor file's header is r,l,t")
@@ -142,13 +136,11 @@ def read_progress(run_dir: Path) -> pd.DataFrame:
     """progress.csv so far; empty when the run has not logged yet. A half-written last row is dropped."""
     path = run_dir / "progress.csv"
     text = path.read_text() if path.is_file() else ""
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines = lines[:-1]
+    lines = complete_lines(text)
     if len(lines) < 2:
         return pd.DataFrame({"steps": pd.Series(dtype="int64"), "time": pd.Series(dtype=float), "disagreement": pd.Series(dtype=float)})
     try:
-        table = pd.read_csv(io.StringIO("".join(lines)))
+        table = pd.read_csv(io.StringIO("\n".join(lines) + "\n"))
     except (ValueError, pd.errors.ParserError) as err:
         raise RunError(f"{path} is not a progress.csv of diffdac train ({str(err).splitlines()[0]})") from None
     numbers = table.apply(pd.to_numeric, errors="coerce")

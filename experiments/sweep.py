@@ -41,11 +41,11 @@ from typing import Any
 import pandas as pd
 
 from diffdac import __version__, checkpoint, cli, results
-from diffdac.config import RESUME_FREE
+from diffdac.config import RESUME_FREE, RUN_METADATA
 from diffdac.errors import ConfigError
 
 STAGES = ("sweep", "best")
-NOT_COMPARED = RESUME_FREE | {"version", "world_size", "threads"}  # config.json keys that do not change what a run computes
+NOT_COMPARED = RESUME_FREE | RUN_METADATA  # config.json keys that do not change what a run computes
 QUICK = {"total_steps": 60_000, "final_window": 20_000, "seeds": [0, 1]}
 
 
