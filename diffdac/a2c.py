@@ -7,7 +7,9 @@ from dataclasses import dataclass
 import torch
 
 
-def bootstrap_truncations(rewards: torch.Tensor, truncated: torch.Tensor, final_values: torch.Tensor, gamma: float) -> torch.Tensor:
+def bootstrap_truncations(
+    rewards: torch.Tensor, truncated: torch.Tensor, final_values: torch.Tensor, gamma: float
+) -> torch.Tensor:
     """Add gamma * V(last obs) to the reward of a step cut by a time limit.
 
     A truncated episode did not end in the task, so its return continues past the cut; after

@@ -53,20 +53,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--total-steps", type=int, default=40_000, help="env steps of each measured run")
     parser.add_argument("--topology", default="ring", help="graph of the measured run")
     parser.add_argument("--env", default=None, help="gymnasium id of the task family (default: train's default)")
-    parser.add_argument("--processes", default=None, help="comma list of process counts (default: 1, 2 and the number of learners)")
+    parser.add_argument(
+        "--processes", default=None, help="comma list of process counts (default: 1, 2 and the number of learners)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs per set-up; the table shows the median")
-    parser.add_argument("--setups", default=DEFAULT_SETUPS,
-                        help="speed: comma list of LEARNERSxSIMS[@THREADS] populations on a ring (THREADS: torch CPU threads, default 1)")
-    parser.add_argument("--peer-steps", type=int, default=100_000, help="speed: env steps of the Stable-Baselines3 A2C peer")
+    parser.add_argument(
+        "--setups",
+        default=DEFAULT_SETUPS,
+        help="speed: comma list of LEARNERSxSIMS[@THREADS] populations on a ring (THREADS: torch CPU threads, default 1)",
+    )
+    parser.add_argument(
+        "--peer-steps", type=int, default=100_000, help="speed: env steps of the Stable-Baselines3 A2C peer"
+    )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
 
 
 def train_args(args: argparse.Namespace, run_dir: Path) -> list[str]:
     """`diffdac train` options of one measured run: the same run whatever the process count."""
     options = [
-        "--num-learners", str(args.num_learners), "--envs-per-learner", str(args.envs_per_learner),
-        "--total-steps", str(args.total_steps), "--log-interval", str(args.total_steps), "--topology", args.topology,
-        "--log-dir", str(run_dir), "--no-progress",
+        "--num-learners",
+        str(args.num_learners),
+        "--envs-per-learner",
+        str(args.envs_per_learner),
+        "--total-steps",
+        str(args.total_steps),
+        "--log-interval",
+        str(args.total_steps),
+        "--topology",
+        args.topology,
+        "--log-dir",
+        str(run_dir),
+        "--no-progress",
     ]
     return options + (["--env", args.env] if args.env else [])
 
@@ -88,12 +105,24 @@ def launch_training(processes: int, options: list[str]) -> tuple[float, float]:
     """
     command = [sys.executable, "-m", "diffdac", "train", *options]
     if processes > 1:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes), *command[1:]]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(processes),
+            *command[1:],
+        ]
     start = time.perf_counter()
-    done = subprocess.run(command, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    done = subprocess.run(
+        command, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True
+    )
     wall = time.perf_counter() - start
     if done.returncode != 0:
-        raise BenchError(f"the run at {processes} processes failed (exit {done.returncode}): {(done.stdout + done.stderr)[-1500:]}")
+        raise BenchError(
+            f"the run at {processes} processes failed (exit {done.returncode}): {(done.stdout + done.stderr)[-1500:]}"
+        )
     return loop_speed(Path(options[options.index("--log-dir") + 1])), wall
 
 
@@ -106,7 +135,11 @@ def loop_speed(run_dir: Path) -> float:
 
 def process_counts(args: argparse.Namespace) -> list[int]:
     """The process counts to compare, always with 1 (the reference) and never more than the learners."""
-    wanted = {1, 2, args.num_learners} if args.processes is None else {int(p) for p in args.processes.split(",") if p.strip()} | {1}
+    wanted = (
+        {1, 2, args.num_learners}
+        if args.processes is None
+        else {int(p) for p in args.processes.split(",") if p.strip()} | {1}
+    )
     return sorted(p for p in wanted if 1 <= p <= args.num_learners)
 
 
@@ -118,11 +151,16 @@ def processes(args: argparse.Namespace) -> list[Row]:
         for p in process_counts(args):
             runs = [launch_training(p, train_args(args, Path(tmp) / f"p{p}-{i}")) for i in range(args.repeats)]
             speed = statistics.median(r[0] for r in runs)
-            rows.append({
-                "scenario": "processes", "processes": p, "learners_per_process": _block_sizes(args.num_learners, p),
-                "steps_per_s": round(speed, 1), "ratio_to_1": round(speed / (rows[0]["steps_per_s"] if rows else speed), 3),
-                "wall_s": round(statistics.median(r[1] for r in runs), 2),
-            })
+            rows.append(
+                {
+                    "scenario": "processes",
+                    "processes": p,
+                    "learners_per_process": _block_sizes(args.num_learners, p),
+                    "steps_per_s": round(speed, 1),
+                    "ratio_to_1": round(speed / (rows[0]["steps_per_s"] if rows else speed), 3),
+                    "wall_s": round(statistics.median(r[1] for r in runs), 2),
+                }
+            )
     return rows
 
 
@@ -192,13 +230,21 @@ def mujoco(args: argparse.Namespace) -> list[Row]:
             speeds["batch"].append(task_batch_steps_per_s(env_id, learners, sims, args.total_steps, i))
             options = train_args(argparse.Namespace(**{**vars(args), "env": env_id}), Path(tmp) / f"train-{i}")
             speeds["train"].append(launch_training(1, options)[0])
-    setups = [("stock", f"{peer} alone", 1), ("stock_batch", f"{peer} task batch", learners * sims),
-              ("batch", f"{env_id} task batch", learners * sims), ("train", f"diffdac train on {env_id}", learners * sims)]
+    setups = [
+        ("stock", f"{peer} alone", 1),
+        ("stock_batch", f"{peer} task batch", learners * sims),
+        ("batch", f"{env_id} task batch", learners * sims),
+        ("train", f"diffdac train on {env_id}", learners * sims),
+    ]
     stock = statistics.median(speeds["stock"])
     return [
-        {"scenario": "mujoco", "setup": name, "learners_x_sims": f"{learners}x{sims}" if n > 1 else "1",
-         "steps_per_s": round(statistics.median(speeds[key]), 1),
-         "ratio_to_stock": round(statistics.median(speeds[key]) / stock, 3)}
+        {
+            "scenario": "mujoco",
+            "setup": name,
+            "learners_x_sims": f"{learners}x{sims}" if n > 1 else "1",
+            "steps_per_s": round(statistics.median(speeds[key]), 1),
+            "ratio_to_stock": round(statistics.median(speeds[key]) / stock, 3),
+        }
         for key, name, n in setups
     ]
 
@@ -254,11 +300,30 @@ def train_speed(setup: Setup, min_steps: int, run_dir: Path) -> tuple[float, flo
     At least 100 updates, so start-up effects are small against the loop.
     """
     steps = max(min_steps, 100 * setup.learners * setup.sims * 5)
-    options = ["--num-learners", str(setup.learners), "--envs-per-learner", str(setup.sims), "--total-steps", str(steps),
-               "--threads", str(setup.threads), "--log-interval", str(steps), "--save-every", str(steps), "--log-dir", str(run_dir),
-               "--no-progress"]
-    done = subprocess.run([sys.executable, "-c", _WITH_MAXRSS, "train", *options], check=False,
-                          env={**os.environ, "OMP_NUM_THREADS": str(setup.threads)}, capture_output=True, text=True)
+    options = [
+        "--num-learners",
+        str(setup.learners),
+        "--envs-per-learner",
+        str(setup.sims),
+        "--total-steps",
+        str(steps),
+        "--threads",
+        str(setup.threads),
+        "--log-interval",
+        str(steps),
+        "--save-every",
+        str(steps),
+        "--log-dir",
+        str(run_dir),
+        "--no-progress",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", _WITH_MAXRSS, "train", *options],
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": str(setup.threads)},
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         raise BenchError(f"the {setup} run failed (exit {done.returncode}): {(done.stdout + done.stderr)[-1500:]}")
     rss_kb = int(done.stderr.split("MAXRSS_KB")[-1].split()[0])
@@ -311,16 +376,30 @@ def speed(args: argparse.Namespace) -> list[Row]:
                 speeds[setup].append(value)
                 peak_mb[setup] = max(peak_mb.get(setup, 0.0), rss)
     reference = statistics.median(peer) if peer else None
-    rows: list[Row] = [{"scenario": "speed", "setup": PEER if peer else f"{PEER}: not installed (pip install diffdac[bench])",
-                        "steps_per_s": round(reference, 1) if reference else "", "ratio_to_peer": 1.0 if peer else "",
-                        "peak_rss_mb": "", "combine_ms": ""}]
+    rows: list[Row] = [
+        {
+            "scenario": "speed",
+            "setup": PEER if peer else f"{PEER}: not installed (pip install diffdac[bench])",
+            "steps_per_s": round(reference, 1) if reference else "",
+            "ratio_to_peer": 1.0 if peer else "",
+            "peak_rss_mb": "",
+            "combine_ms": "",
+        }
+    ]
     for setup in setups:
         value = statistics.median(speeds[setup])
-        rows.append({
-            "scenario": "speed", "setup": f"diffdac {setup} ring", "steps_per_s": round(value, 1),
-            "ratio_to_peer": round(value / reference, 2) if reference else "", "peak_rss_mb": round(peak_mb[setup]),
-            "combine_ms": round(1000 * combine_seconds(setup.learners, setup.threads), 3) if setup.sims == 1 else "",
-        })
+        rows.append(
+            {
+                "scenario": "speed",
+                "setup": f"diffdac {setup} ring",
+                "steps_per_s": round(value, 1),
+                "ratio_to_peer": round(value / reference, 2) if reference else "",
+                "peak_rss_mb": round(peak_mb[setup]),
+                "combine_ms": round(1000 * combine_seconds(setup.learners, setup.threads), 3)
+                if setup.sims == 1
+                else "",
+            }
+        )
     return rows
 
 
@@ -331,8 +410,15 @@ def combine(args: argparse.Namespace) -> list[Row]:
     for setup in parse_setups(args.setups):
         seconds = statistics.median(combine_seconds(setup.learners, setup.threads) for _ in range(args.repeats))
         edge_ends = 3 * setup.learners  # a ring: two neighbours and itself per learner
-        rows.append({"scenario": "combine", "learners": setup.learners, "threads": setup.threads, "combine_ms": round(1000 * seconds, 3),
-                     "ns_per_edge_end": round(1e9 * seconds / edge_ends)})
+        rows.append(
+            {
+                "scenario": "combine",
+                "learners": setup.learners,
+                "threads": setup.threads,
+                "combine_ms": round(1000 * seconds, 3),
+                "ns_per_edge_end": round(1e9 * seconds / edge_ends),
+            }
+        )
     return rows
 
 

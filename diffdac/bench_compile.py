@@ -47,14 +47,23 @@ def measure(setup: Setup, repeats: int) -> Row:
             compiled_actor = torch.compile(pop.actor, dynamic=False)
             compiled = compiled_actor(obs)
         except Exception as err:  # no C++ compiler, an unsupported platform: the eager path stays
-            return {**row, "eager_us": round(_per_call_us(lambda: pop.actor(obs), repeats), 1),
-                    "compiled_us": f"torch.compile failed: {str(err).splitlines()[0][:80]}"}
+            return {
+                **row,
+                "eager_us": round(_per_call_us(lambda: pop.actor(obs), repeats), 1),
+                "compiled_us": f"torch.compile failed: {str(err).splitlines()[0][:80]}",
+            }
         compile_s = time.perf_counter() - start
         eager_us = _per_call_us(lambda: pop.actor(obs), repeats)
         compiled_us = _per_call_us(lambda: compiled_actor(obs), repeats)
-    return {**row, "eager_us": round(eager_us, 1), "compiled_us": round(compiled_us, 1),
-            "speedup": round(eager_us / compiled_us, 2), "compile_s": round(compile_s, 1),
-            "identical": bool(torch.equal(eager, compiled)), "max_abs_diff": float((eager - compiled).abs().max())}
+    return {
+        **row,
+        "eager_us": round(eager_us, 1),
+        "compiled_us": round(compiled_us, 1),
+        "speedup": round(eager_us / compiled_us, 2),
+        "compile_s": round(compile_s, 1),
+        "identical": bool(torch.equal(eager, compiled)),
+        "max_abs_diff": float((eager - compiled).abs().max()),
+    }
 
 
 @scenario("compile")

@@ -173,9 +173,20 @@ def load_rank(run_dir: Path, manifest: Manifest, rank: int, device: torch.device
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{path} holds objects other than tensors and plain values; diffdac does not unpickle them, "
-                              "since that could run code") from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain values; diffdac does not unpickle them, "
+            "since that could run code"
+        ) from None
+    except (
+        RuntimeError,
+        OSError,
+        EOFError,
+        ValueError,
+        zipfile.BadZipFile,
+        KeyError,
+        TypeError,
+        AttributeError,
+    ) as err:
         raise CheckpointError(f"{path} is not a readable checkpoint ({_reason(err)})") from None
     if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) for k in STATE_KEYS):
         raise CheckpointError(f"{path} is not a diffdac checkpoint: expected a dict with {' and '.join(STATE_KEYS)}")
@@ -194,7 +205,9 @@ def resolve(run_dir: Path, which: str | None) -> Manifest:
     for manifest in found:
         if manifest.steps == steps:
             return manifest
-    raise ConfigError(f"no checkpoint {which!r} in {checkpoint_dir(run_dir)}: choose one of {', '.join(str(m.steps) for m in found)}")
+    raise ConfigError(
+        f"no checkpoint {which!r} in {checkpoint_dir(run_dir)}: choose one of {', '.join(str(m.steps) for m in found)}"
+    )
 
 
 def _int_or_none(text: str) -> int | None:
@@ -236,4 +249,6 @@ def gather(run_dir: Path, key: str = "params", manifest: Manifest | None = None)
     try:
         return torch.stack([rows[k] for k in sorted(rows)])
     except RuntimeError:
-        raise CheckpointError(f"the files of the checkpoint at step {manifest.steps} disagree on the shape of {key!r}") from None
+        raise CheckpointError(
+            f"the files of the checkpoint at step {manifest.steps} disagree on the shape of {key!r}"
+        ) from None

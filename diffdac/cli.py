@@ -44,14 +44,23 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         flag, doc, kind = f"--{f.name.replace('_', '-')}", f.metadata["doc"], _field_type(f)
         if f.name == "method":
-            doc = "how learners share what they learn: " + "; ".join(f"{name}: {m.summary}" for name, m in METHODS.items())
+            doc = "how learners share what they learn: " + "; ".join(
+                f"{name}: {m.summary}" for name, m in METHODS.items()
+            )
         shown = ",".join(f.default) or "none" if isinstance(f.default, tuple) else f.default
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=f"{doc} (default: {'on' if f.default else 'off'})")
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"{doc} (default: {'on' if f.default else 'off'})",
+            )
         elif kind is tuple:
             parser.add_argument(flag, type=_comma_list, default=argparse.SUPPRESS, help=doc)
         else:
-            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=f.name.upper(), help=f"{doc} (default: {shown})")
+            parser.add_argument(
+                flag, type=kind, default=argparse.SUPPRESS, metavar=f.name.upper(), help=f"{doc} (default: {shown})"
+            )
 
 
 def _comma_list(text: str) -> tuple[str, ...]:
@@ -64,13 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = OneLineParser(prog="diffdac", description="Decentralised multitask RL by diffusion (Diff-DAC).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    train = sub.add_parser("train", help="train a network of learners (or continue one with --resume)", allow_abbrev=False)
-    train.add_argument("--config", default=None, metavar="FILE", help="options from a TOML file (such as experiments/configs/original-acrobot.toml) "
-                       "or a run's config.json; options given on the command line override it")
+    train = sub.add_parser(
+        "train", help="train a network of learners (or continue one with --resume)", allow_abbrev=False
+    )
+    train.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="options from a TOML file (such as experiments/configs/original-acrobot.toml) "
+        "or a run's config.json; options given on the command line override it",
+    )
     _add_config_options(train)
-    bench.add_arguments(sub.add_parser("bench", help="env steps/s of the same run in different set-ups (e.g. 1, 2, N processes)"))
-    evaluate.add_arguments(sub.add_parser("eval", help="each learner's policy and the network average on training or held-out tasks"))
-    plot.add_arguments(sub.add_parser("plot", help="learning curves and a results table of run directories, seeds grouped"))
+    bench.add_arguments(
+        sub.add_parser("bench", help="env steps/s of the same run in different set-ups (e.g. 1, 2, N processes)")
+    )
+    evaluate.add_arguments(
+        sub.add_parser("eval", help="each learner's policy and the network average on training or held-out tasks")
+    )
+    plot.add_arguments(
+        sub.add_parser("plot", help="learning curves and a results table of run directories, seeds grouped")
+    )
     topo = sub.add_parser("topology", help="print a graph's adjacency, combination weights and spectral gap")
     topo.add_argument("--topology", default="ring", help=f"named graph ({', '.join(TOPOLOGY_NAMES)})")
     topo.add_argument("--adjacency", default=None, help="adjacency literal or .npy/.csv/.txt file; replaces --topology")

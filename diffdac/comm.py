@@ -20,7 +20,9 @@ def learner_block(rank: int, world_size: int, num_learners: int) -> np.ndarray:
 def check_world_size(world_size: int, num_learners: int) -> None:
     """Every process hosts at least one learner: refuse more processes than learners."""
     if world_size > num_learners:
-        raise ConfigError(f"{world_size} processes for {num_learners} learners: use at most {num_learners} processes in all")
+        raise ConfigError(
+            f"{world_size} processes for {num_learners} learners: use at most {num_learners} processes in all"
+        )
 
 
 class Communicator(Protocol):

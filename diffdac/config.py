@@ -34,13 +34,23 @@ def opt(default: Any, doc: str, **kwargs: Any) -> Any:
 class TrainConfig:
     """Every option of `diffdac train`; `diffdac.train(config)` runs it."""
 
-    method: str = opt("diff-a2c", "how learners share what they learn, one of diffdac.methods.METHODS (diffdac train --help lists them)")
-    env: str = opt("diffdac/RandomExtremeAcrobot-v1", "gymnasium id of the task family; each learner gets its own variant")
+    method: str = opt(
+        "diff-a2c",
+        "how learners share what they learn, one of diffdac.methods.METHODS (diffdac train --help lists them)",
+    )
+    env: str = opt(
+        "diffdac/RandomExtremeAcrobot-v1", "gymnasium id of the task family; each learner gets its own variant"
+    )
     num_learners: int = opt(8, "number of actor-learners in the graph")
     topology: str | None = opt("ring", f"named graph: {', '.join(TOPOLOGY_NAMES)}")
-    adjacency: str | None = opt(None, "adjacency matrix as a literal '[[0,1],[1,0]]' or a .npy/.csv/.txt file; replaces --topology")
+    adjacency: str | None = opt(
+        None, "adjacency matrix as a literal '[[0,1],[1,0]]' or a .npy/.csv/.txt file; replaces --topology"
+    )
     edge_prob: float | None = opt(None, "edge probability of the erdos-renyi topology")
-    weights: str = opt("uniform", "combination weights: uniform (own + neighbours over degree + 1, the original's) or metropolis (doubly stochastic)")
+    weights: str = opt(
+        "uniform",
+        "combination weights: uniform (own + neighbours over degree + 1, the original's) or metropolis (doubly stochastic)",
+    )
     envs_per_learner: int = opt(4, "simulators per learner, each with the learner's task")
     steps_per_update: int = opt(5, "rollout length n of the n-step returns")
     combine_every: int = opt(1, "combine with the neighbours after every this many updates")
@@ -50,38 +60,80 @@ class TrainConfig:
     rms_eps: float = opt(1e-5, "RMSprop epsilon")
     gamma: float = opt(0.99, "discount factor")
     gae_lambda: float | None = opt(None, "GAE lambda; unset means plain n-step returns")
-    entropy_coef: float = opt(0.0, "weight of the entropy bonus (rl-baselines3-zoo uses 0 for Acrobot A2C; 0.01 made our default job collapse to a uniform policy)")
+    entropy_coef: float = opt(
+        0.0,
+        "weight of the entropy bonus (rl-baselines3-zoo uses 0 for Acrobot A2C; 0.01 made our default job collapse to a uniform policy)",
+    )
     value_coef: float = opt(0.5, "weight of the value loss")
     max_grad_norm: float = opt(0.5, "per-learner gradient-norm clip; 0 turns clipping off")
-    time_limit: str = opt("bootstrap", "an episode cut by its time limit: bootstrap (its return goes on as the value of its last observation) or terminal (an end like any other, as the original)", choices=TIME_LIMITS)
+    time_limit: str = opt(
+        "bootstrap",
+        "an episode cut by its time limit: bootstrap (its return goes on as the value of its last observation) or terminal (an end like any other, as the original)",
+        choices=TIME_LIMITS,
+    )
     hidden: int = opt(64, "width of the two hidden layers of actor and critic")
     separate_init: bool = opt(False, "give every learner its own initial parameters instead of one shared draw")
-    normalize: tuple[str, ...] | None = opt(None, "running normalisation per learner: obs, reward, obs,reward or none; unset means obs,reward for MuJoCo tasks and none otherwise", choices=NORMALIZE_CHOICES)
-    local_normalizer: bool = opt(False, "keep normaliser statistics local instead of diffusing them with the parameters")
+    normalize: tuple[str, ...] | None = opt(
+        None,
+        "running normalisation per learner: obs, reward, obs,reward or none; unset means obs,reward for MuJoCo tasks and none otherwise",
+        choices=NORMALIZE_CHOICES,
+    )
+    local_normalizer: bool = opt(
+        False, "keep normaliser statistics local instead of diffusing them with the parameters"
+    )
     peers_per_round: int = opt(1, "gala: peers each learner pushes to per round on the time-varying exponential graph")
-    link_drop: float = opt(0.0, "diff-a2c: probability that a link fails in a combine round (both directions; weights renormalised over the links that work)")
-    max_staleness: int = opt(0, "diff-a2c: a neighbour's parameters may be up to this many combine rounds old (delays drawn from the seed)")
-    fail_learner: tuple[str, ...] = opt((), "diff-a2c: LEARNER@STEP[,LEARNER@STEP...]: the learner stops at that env step and leaves the graph")
+    link_drop: float = opt(
+        0.0,
+        "diff-a2c: probability that a link fails in a combine round (both directions; weights renormalised over the links that work)",
+    )
+    max_staleness: int = opt(
+        0, "diff-a2c: a neighbour's parameters may be up to this many combine rounds old (delays drawn from the seed)"
+    )
+    fail_learner: tuple[str, ...] = opt(
+        (), "diff-a2c: LEARNER@STEP[,LEARNER@STEP...]: the learner stops at that env step and leaves the graph"
+    )
     seed: int = opt(0, "seed of tasks, initial parameters, actions and resets")
-    task_seeding: str = opt("keyed", "how learner r's task follows from the seed: keyed (a hash of seed and r; seeds share no task) or original (seed + 2r, the original's)", choices=TASK_SEEDINGS)
-    mass_scaling: str = opt("body-mass", "MuJoCo mass variants: body-mass (scale body masses only, inertias unchanged, as the original) or mass-and-inertia (both, a denser body of the same shape)", choices=MASS_SCALINGS)
+    task_seeding: str = opt(
+        "keyed",
+        "how learner r's task follows from the seed: keyed (a hash of seed and r; seeds share no task) or original (seed + 2r, the original's)",
+        choices=TASK_SEEDINGS,
+    )
+    mass_scaling: str = opt(
+        "body-mass",
+        "MuJoCo mass variants: body-mass (scale body masses only, inertias unchanged, as the original) or mass-and-inertia (both, a denser body of the same shape)",
+        choices=MASS_SCALINGS,
+    )
     log_dir: str | None = opt(None, "run directory; default runs/<env>-<topology>-s<seed>-<time>")
     overwrite: bool = opt(False, "replace a run directory that already holds a run")
     log_interval: int = opt(20_000, "environment steps between rows of progress.csv")
     save_every: int = opt(100_000, "environment steps between checkpoints (one is always saved at the end)")
     keep_checkpoints: int = opt(3, "how many of the newest checkpoints to keep")
-    resume: bool = opt(False, "continue the run in --log-dir from its last checkpoint, with the options in its config.json")
+    resume: bool = opt(
+        False, "continue the run in --log-dir from its last checkpoint, with the options in its config.json"
+    )
     threads: int = opt(1, "torch CPU threads per process; the numbers are reproducible for a fixed count")
     device: str = opt("cpu", "torch device of the population: cpu or cuda")
     progress: bool = opt(True, "show a progress bar on the terminal")
-    backend: str | None = opt(None, "torch.distributed backend under torchrun: gloo or nccl; unset means nccl with --device cuda, else gloo")
+    backend: str | None = opt(
+        None, "torch.distributed backend under torchrun: gloo or nccl; unset means nccl with --device cuda, else gloo"
+    )
     dist_timeout: float = opt(120.0, "seconds a rank waits for a peer before it stops with an error naming that peer")
 
     def validate(self) -> "TrainConfig":
         """Refuse bad input with a ConfigError naming the option and the fix."""
         self._check_types()
-        for name in ("num_learners", "envs_per_learner", "steps_per_update", "combine_every", "total_steps", "hidden", "log_interval", "threads",
-                     "save_every", "keep_checkpoints"):
+        for name in (
+            "num_learners",
+            "envs_per_learner",
+            "steps_per_update",
+            "combine_every",
+            "total_steps",
+            "hidden",
+            "log_interval",
+            "threads",
+            "save_every",
+            "keep_checkpoints",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer, got {value!r}")
@@ -118,7 +170,11 @@ class TrainConfig:
             raise ConfigError(f"--backend must be gloo or nccl, got {self.backend!r}")
         if self.backend == "nccl" and self.device != "cuda":
             raise ConfigError("--backend nccl moves CUDA tensors only: add --device cuda or use --backend gloo")
-        if not isinstance(self.dist_timeout, (int, float)) or not math.isfinite(self.dist_timeout) or self.dist_timeout <= 0:
+        if (
+            not isinstance(self.dist_timeout, (int, float))
+            or not math.isfinite(self.dist_timeout)
+            or self.dist_timeout <= 0
+        ):
             raise ConfigError(f"--dist-timeout must be a positive number of seconds, got {self.dist_timeout!r}")
         if self.topology is None and self.adjacency is None:
             raise ConfigError("give a graph: --topology NAME or --adjacency MATRIX_OR_FILE")
@@ -168,9 +224,13 @@ class TrainConfig:
             except ValueError:
                 raise ConfigError(f"--fail-learner takes LEARNER@STEP such as 3@100000, got {item!r}") from None
             if not 0 <= k < self.num_learners or s < 0:
-                raise ConfigError(f"--fail-learner {item}: the learner must be in 0..{self.num_learners - 1} and the step >= 0")
+                raise ConfigError(
+                    f"--fail-learner {item}: the learner must be in 0..{self.num_learners - 1} and the step >= 0"
+                )
             if k in out:
-                raise ConfigError(f"--fail-learner names learner {k} twice ({k}@{out[k]} and {item}): a learner leaves the graph once")
+                raise ConfigError(
+                    f"--fail-learner names learner {k} twice ({k}@{out[k]} and {item}): a learner leaves the graph once"
+                )
             out[k] = s
         return out
 
@@ -271,7 +331,9 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, RecursionError):
         raise ResumeError(f"{path} is not valid JSON: it is not a diffdac run's config.json") from None
     if not isinstance(values, dict) or not {"env", "num_learners"} <= set(values):
-        raise ResumeError(f"{path} is not a diffdac run's config.json: expected a JSON object with env, num_learners, ...")
+        raise ResumeError(
+            f"{path} is not a diffdac run's config.json: expected a JSON object with env, num_learners, ..."
+        )
     return values
 
 
@@ -300,7 +362,9 @@ def _type_name(hint: Any) -> str:
 
 
 # Options that control how a run is carried out, not what it computes: free to change on --resume.
-RESUME_FREE = frozenset({"log_dir", "overwrite", "resume", "progress", "dist_timeout", "save_every", "keep_checkpoints"})
+RESUME_FREE = frozenset(
+    {"log_dir", "overwrite", "resume", "progress", "dist_timeout", "save_every", "keep_checkpoints"}
+)
 # What config.json adds to the options.
 RUN_METADATA = frozenset({"version", "world_size"})
 # Everything that says where, how or with which seed a run was made rather than what it learns:

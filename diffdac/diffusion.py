@@ -17,7 +17,14 @@ class Combiner:
     global order, the same order whichever process hosts it. Cost grows with edges, not N^2.
     """
 
-    def __init__(self, src: np.ndarray, dst: np.ndarray, weight: np.ndarray, local_ids: np.ndarray, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        src: np.ndarray,
+        dst: np.ndarray,
+        weight: np.ndarray,
+        local_ids: np.ndarray,
+        device: torch.device | str = "cpu",
+    ) -> None:
         local_ids = np.asarray(local_ids, dtype=np.int64)
         mine = np.isin(dst, local_ids)
         src, dst, weight = src[mine], dst[mine], weight[mine]
@@ -35,7 +42,14 @@ class Combiner:
         return matrix @ buffer
 
 
-def csr_matrix(row: np.ndarray, col: np.ndarray, weight: np.ndarray, size: tuple[int, int], device: torch.device | str, check: bool = False) -> torch.Tensor:
+def csr_matrix(
+    row: np.ndarray,
+    col: np.ndarray,
+    weight: np.ndarray,
+    size: tuple[int, int],
+    device: torch.device | str,
+    check: bool = False,
+) -> torch.Tensor:
     """A float64 CSR matrix from COO entries, each row's entries in ascending column order: one canonical sum."""
     order = np.lexsort((col, row))
     row, col, weight = row[order], col[order], weight[order]
@@ -44,8 +58,12 @@ def csr_matrix(row: np.ndarray, col: np.ndarray, weight: np.ndarray, size: tuple
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
-            torch.from_numpy(crow), torch.from_numpy(np.asarray(col, dtype=np.int64)), torch.from_numpy(np.asarray(weight, dtype=np.float64)),
-            size=size, device=device, check_invariants=check,
+            torch.from_numpy(crow),
+            torch.from_numpy(np.asarray(col, dtype=np.int64)),
+            torch.from_numpy(np.asarray(weight, dtype=np.float64)),
+            size=size,
+            device=device,
+            check_invariants=check,
         )
 
 

@@ -216,7 +216,9 @@ def connect(config: TrainConfig, reads: list[tuple[np.ndarray, np.ndarray]]) -> 
     try:
         dist.init_process_group(backend, timeout=timedelta(seconds=config.dist_timeout))
     except RuntimeError as err:
-        raise TrainingError(f"rank {rank} could not join the world of {world_size} processes: {_one_line(err)}") from None
+        raise TrainingError(
+            f"rank {rank} could not join the world of {world_size} processes: {_one_line(err)}"
+        ) from None
     plans = [plan_reads(src, dst, config.num_learners, world_size, rank) for src, dst in reads]
     comm = DistributedCommunicator(plans, config.num_learners, backend, local_rank)
     yield comm

@@ -38,14 +38,28 @@ HELDOUT_ACROBOT = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by diffdac train")
-    parser.add_argument("--checkpoint", default=None, help="env step count or file of a checkpoint (default: the newest)")
-    parser.add_argument("--tasks", default="train", help="train (the learners' own tasks), heldout (tasks no learner trained on: "
-                        "the other Acrobot range, or new task seeds), or a tasks.csv of Acrobot tasks (default: train)")
+    parser.add_argument(
+        "--checkpoint", default=None, help="env step count or file of a checkpoint (default: the newest)"
+    )
+    parser.add_argument(
+        "--tasks",
+        default="train",
+        help="train (the learners' own tasks), heldout (tasks no learner trained on: "
+        "the other Acrobot range, or new task seeds), or a tasks.csv of Acrobot tasks (default: train)",
+    )
     parser.add_argument("--episodes", type=int, default=5, help="episodes per policy and task (default: 5)")
-    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the most likely one")
-    parser.add_argument("--policies", choices=("all", "average", "learners"), default="all",
-                        help="every learner's policy and the network average, or one kind only (default: all)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation episodes' initial states (default: 0)")
+    parser.add_argument(
+        "--stochastic", action="store_true", help="sample actions instead of taking the most likely one"
+    )
+    parser.add_argument(
+        "--policies",
+        choices=("all", "average", "learners"),
+        default="all",
+        help="every learner's policy and the network average, or one kind only (default: all)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the evaluation episodes' initial states (default: 0)"
+    )
     parser.add_argument("--out", default=None, help="CSV to write (default: RUN_DIR/eval.csv)")
 
 
@@ -99,7 +113,10 @@ def task_set(config: TrainConfig, which: str) -> TaskSet:
             else:
                 ids = list(range(n, 2 * n))  # task seeds of learners the run never had
         if is_batched_acrobot(env_id):
-            tasks = [sample_acrobot_task(ACROBOT_FAMILIES[env_id], envs.task_seed_for(config.seed, k, config.task_seeding)) for k in ids]
+            tasks = [
+                sample_acrobot_task(ACROBOT_FAMILIES[env_id], envs.task_seed_for(config.seed, k, config.task_seeding))
+                for k in ids
+            ]
             return TaskSet(env_id, _table(tasks), ids, tasks)
         return TaskSet(env_id, pd.DataFrame({"task": range(len(ids))}), ids, None)
     return _task_file(Path(which), config)
@@ -113,7 +130,9 @@ def _task_file(path: Path, config: TrainConfig) -> TaskSet:
     try:
         frame = pd.read_csv(path)
     except (ValueError, OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read --tasks {path} as a CSV table ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        raise ConfigError(
+            f"cannot read --tasks {path} as a CSV table ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from None
     missing = {"mass", "length", "inertia"} - set(frame.columns)
     if missing:
         raise ConfigError(f"{path} lacks the column(s) {', '.join(sorted(missing))} of an Acrobot tasks.csv")
@@ -130,7 +149,9 @@ def _table(tasks: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(tasks).rename_axis("task").reset_index()
 
 
-def run_episodes(config: TrainConfig, policies: Policies, tasks: TaskSet, episodes: int, stochastic: bool, seed: int) -> pd.DataFrame:
+def run_episodes(
+    config: TrainConfig, policies: Policies, tasks: TaskSet, episodes: int, stochastic: bool, seed: int
+) -> pd.DataFrame:
     """One episode in each of episodes x (policy, task) simulators; returns one row per episode."""
     num_p, num_t = len(policies.names), len(tasks.task_ids)
     pair_task_ids = np.tile(np.asarray(tasks.task_ids), num_p)  # pair i = (policy i // T, task i % T)
@@ -138,30 +159,41 @@ def run_episodes(config: TrainConfig, policies: Policies, tasks: TaskSet, episod
     if tasks.acrobot_tasks is not None:
         batch = BatchedAcrobot(tasks.acrobot_tasks * num_p, episodes, eval_seed, pair_task_ids)
     else:
-        batch = envs.make_task_batch(tasks.env_id, config.seed, pair_task_ids, episodes, config.task_seeding, config.mass_scaling)
+        batch = envs.make_task_batch(
+            tasks.env_id, config.seed, pair_task_ids, episodes, config.task_seeding, config.mass_scaling
+        )
     pop = Population(batch.observation_space, batch.action_space, np.arange(num_p * num_t), config.hidden)
     with torch.no_grad():
         pop.flat.copy_(policies.params.repeat_interleave(num_t, 0))
     returns, lengths = _play(batch, pop, policies, num_t, stochastic, seed)
     batch.close()
-    rows = pd.DataFrame({
-        "policy": np.repeat(policies.names, num_t * episodes),
-        "task": np.tile(np.repeat(np.arange(num_t), episodes), num_p),
-        "episode": np.tile(np.arange(episodes), num_p * num_t),
-        "return": returns.reshape(-1),
-        "episode_length": lengths.reshape(-1),
-    })
+    rows = pd.DataFrame(
+        {
+            "policy": np.repeat(policies.names, num_t * episodes),
+            "task": np.tile(np.repeat(np.arange(num_t), episodes), num_p),
+            "episode": np.tile(np.arange(episodes), num_p * num_t),
+            "return": returns.reshape(-1),
+            "episode_length": lengths.reshape(-1),
+        }
+    )
     return rows.merge(tasks.table, on="task", how="left").assign(env_id=tasks.env_id, stochastic=stochastic)
 
 
-def _play(batch: envs.TaskBatch, pop: Population, policies: Policies, num_t: int, stochastic: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _play(
+    batch: envs.TaskBatch, pop: Population, policies: Policies, num_t: int, stochastic: bool, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Step until every simulator has finished its first episode; later episodes are ignored."""
     shape = (batch.num_learners, batch.envs_per_learner)
     returns, lengths = np.zeros(shape), np.zeros(shape, dtype=np.int64)
     finished = np.zeros(shape, dtype=bool)
     obs, step = batch.reset(), 0
-    norm = None if policies.obs_mean is None else RunningNorm.from_statistics(
-        policies.obs_mean.repeat_interleave(num_t, 0), policies.obs_var.repeat_interleave(num_t, 0))
+    norm = (
+        None
+        if policies.obs_mean is None
+        else RunningNorm.from_statistics(
+            policies.obs_mean.repeat_interleave(num_t, 0), policies.obs_var.repeat_interleave(num_t, 0)
+        )
+    )
     while not finished.all():
         x = torch.as_tensor(obs, dtype=torch.float32)
         if norm is not None:
@@ -195,8 +227,10 @@ def main(args: argparse.Namespace) -> int:
     rows = run_episodes(config, policies, tasks, args.episodes, args.stochastic, args.seed)
     rows.assign(checkpoint_steps=manifest.steps).to_csv(out, index=False)
     mode = "stochastic" if args.stochastic else "greedy"
-    print(f"{mode} policies of {run_dir} at step {manifest.steps} on {len(tasks.task_ids)} {args.tasks} tasks of {tasks.env_id}, "
-          f"{args.episodes} episodes each:")
+    print(
+        f"{mode} policies of {run_dir} at step {manifest.steps} on {len(tasks.task_ids)} {args.tasks} tasks of {tasks.env_id}, "
+        f"{args.episodes} episodes each:"
+    )
     print(_short(summary(rows)).to_string(float_format=lambda v: f"{v:.1f}"))
     print(f"wrote {out}")
     return 0
@@ -218,5 +252,9 @@ def _short(table: pd.DataFrame) -> pd.DataFrame:
     best, worst = learners["mean"].idxmax(), learners["mean"].idxmin()
     parts = [table.loc[[AVERAGE]]] if AVERAGE in table.index else []
     mean_row = learners.mean().to_frame(f"mean of {len(learners)} learners").T
-    parts += [mean_row, table.loc[[best]].rename(index={best: f"best: {best}"}), table.loc[[worst]].rename(index={worst: f"worst: {worst}"})]
+    parts += [
+        mean_row,
+        table.loc[[best]].rename(index={best: f"best: {best}"}),
+        table.loc[[worst]].rename(index={worst: f"worst: {worst}"}),
+    ]
     return pd.concat(parts)

@@ -51,7 +51,9 @@ class Rollout:
         action_shape = (pop.action_dim,) if pop.continuous else ()
         return cls(
             obs=torch.zeros(k, steps, sims, pop.obs_dim, device=device),
-            actions=torch.zeros(steps, k, sims, *action_shape, device=device, dtype=torch.float32 if pop.continuous else torch.long),
+            actions=torch.zeros(
+                steps, k, sims, *action_shape, device=device, dtype=torch.float32 if pop.continuous else torch.long
+            ),
             rewards=torch.zeros(steps, k, sims, device=device),
             dones=torch.zeros(steps, k, sims, device=device),
             truncated=torch.zeros(steps, k, sims, device=device),
@@ -62,16 +64,26 @@ class Rollout:
 class Learners:
     """A block of learners with their tasks, optimiser and normalisers: everything one rank runs."""
 
-    def __init__(self, config: TrainConfig, method: Method, comm: Communicator, tasks: envs.TaskBatch, learner_ids: np.ndarray) -> None:
+    def __init__(
+        self, config: TrainConfig, method: Method, comm: Communicator, tasks: envs.TaskBatch, learner_ids: np.ndarray
+    ) -> None:
         self.config = config
         self.comm = comm
         self.tasks = tasks
         self.learner_ids = learner_ids
         self.device = torch.device(config.device)
         self.pop = Population(
-            tasks.observation_space, tasks.action_space, learner_ids, config.hidden, config.seed, config.separate_init, self.device
+            tasks.observation_space,
+            tasks.action_space,
+            learner_ids,
+            config.hidden,
+            config.seed,
+            config.separate_init,
+            self.device,
         )
-        self.optimizer = torch.optim.RMSprop([self.pop.flat], lr=config.lr, alpha=config.rms_alpha, eps=config.rms_eps, foreach=False)
+        self.optimizer = torch.optim.RMSprop(
+            [self.pop.flat], lr=config.lr, alpha=config.rms_alpha, eps=config.rms_eps, foreach=False
+        )
         self.mixer = method.mixer(comm, learner_ids, self.device)
         self.mixer.start(self.pop.flat)
         k, e = len(learner_ids), config.envs_per_learner
@@ -159,7 +171,12 @@ class Learners:
         values = pop.value(obs, params)
         logp, entropy = pop.evaluate(obs, actions, params)
         advantages, returns = compute_returns(
-            rewards, values.detach().view(k, steps, sims).transpose(0, 1), ro.dones, next_value, cfg.gamma, cfg.gae_lambda
+            rewards,
+            values.detach().view(k, steps, sims).transpose(0, 1),
+            ro.dones,
+            next_value,
+            cfg.gamma,
+            cfg.gae_lambda,
         )
         loss = a2c_loss(
             logp, entropy, values, _learner_major(returns), _learner_major(advantages), cfg.value_coef, cfg.entropy_coef
@@ -188,7 +205,9 @@ class Learners:
         bad = ~torch.isfinite(values.reshape(len(self.learner_ids), -1).sum(1))
         if bad.any():
             learner = int(self.learner_ids[int(bad.nonzero()[0, 0])])
-            raise TrainingError(f"learner {learner} has non-finite {what} at update {self.updates + 1}: lower --lr or --max-grad-norm")
+            raise TrainingError(
+                f"learner {learner} has non-finite {what} at update {self.updates + 1}: lower --lr or --max-grad-norm"
+            )
 
     @torch.no_grad()
     def combine(self, round_index: int) -> None:
@@ -227,7 +246,9 @@ class Learners:
     def load_state_dict(self, state: dict) -> None:
         """Continue from a checkpoint; a task batch that cannot restore its simulators starts new episodes."""
         if not np.array_equal(state["learner_ids"].numpy(), self.learner_ids):
-            raise ResumeError("the checkpoint holds other learners than this rank: resume with the run's number of processes")
+            raise ResumeError(
+                "the checkpoint holds other learners than this rank: resume with the run's number of processes"
+            )
         with torch.no_grad():
             self.pop.flat.copy_(state["params"].to(self.device))
         self.optimizer.load_state_dict(state["optimizer"])
@@ -271,7 +292,9 @@ def clip_per_learner(grad: torch.Tensor, max_norm: float) -> None:
 class EpisodeStats:
     """Returns of the last finished episodes (of this rank, and of each of its learners) and how many finished in all."""
 
-    def __init__(self, num_learners: int, recent: list[float] = (), count: int = 0, by_learner: list[list[float]] = ()) -> None:
+    def __init__(
+        self, num_learners: int, recent: list[float] = (), count: int = 0, by_learner: list[list[float]] = ()
+    ) -> None:
         self.recent: collections.deque[float] = collections.deque(recent, maxlen=RECENT_EPISODES)
         self.count = count
         rows = list(by_learner) if len(by_learner) == num_learners else [[] for _ in range(num_learners)]

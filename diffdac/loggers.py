@@ -51,8 +51,15 @@ class Logger(Protocol):
 class MonitorLogger:
     """One Monitor file per simulator of this rank (diffdac.logs.MonitorSet)."""
 
-    def __init__(self, run_dir: Path, env_id: str, learner_ids: Sequence[int], envs_per_learner: int, tasks: Sequence[dict],
-                 keep_rows: list[list[int]] | None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        env_id: str,
+        learner_ids: Sequence[int],
+        envs_per_learner: int,
+        tasks: Sequence[dict],
+        keep_rows: list[list[int]] | None,
+    ) -> None:
         self.monitors = MonitorSet(run_dir, env_id, learner_ids, envs_per_learner, tasks, keep_rows)
 
     def start(self, run: RunInfo) -> None:
@@ -109,8 +116,14 @@ class TerminalLogger:
 
     def start(self, run: RunInfo) -> None:
         self.run = run
-        self.bar = tqdm(total=run.total_steps, initial=run.steps_done, unit="step", unit_scale=True,
-                        disable=None if run.config.progress else True, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=run.total_steps,
+            initial=run.steps_done,
+            unit="step",
+            unit_scale=True,
+            disable=None if run.config.progress else True,
+            dynamic_ncols=True,
+        )
 
     def record_episodes(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> None:
         pass
@@ -130,6 +143,8 @@ class TerminalLogger:
             self.bar.close()
         if finished and self.last:
             row = self.last
-            print(f"diffdac: {row['steps']} env steps in {row['time']:.1f}s; score {row['score']:.1f} (mean over learners of each one's "
-                  f"last {RECENT_PER_LEARNER} episodes); mean return of the last {RECENT_EPISODES} episodes (of each process) "
-                  f"{row['mean_return']:.1f}; logs in {self.run.run_dir}")
+            print(
+                f"diffdac: {row['steps']} env steps in {row['time']:.1f}s; score {row['score']:.1f} (mean over learners of each one's "
+                f"last {RECENT_PER_LEARNER} episodes); mean return of the last {RECENT_EPISODES} episodes (of each process) "
+                f"{row['mean_return']:.1f}; logs in {self.run.run_dir}"
+            )

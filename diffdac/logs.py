@@ -20,8 +20,19 @@ if TYPE_CHECKING:
     from diffdac.prepare import Prepared
 
 PROGRESS_COLUMNS = (
-    "steps", "updates", "time", "score", "mean_return", "episodes", "policy_loss", "value_loss", "entropy",
-    "disagreement", "learners", "links", "steps_per_s",
+    "steps",
+    "updates",
+    "time",
+    "score",
+    "mean_return",
+    "episodes",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "disagreement",
+    "learners",
+    "links",
+    "steps_per_s",
 )
 
 
@@ -52,7 +63,9 @@ def _written_by_a_run(path: Path) -> bool:
 def run_files(run_dir: Path) -> list[Path]:
     """The files in `run_dir` that a diffdac run (or diffdac eval) writes, found by name; nothing else."""
     places = [run_dir, run_dir / "monitor", run_dir / "checkpoints"]
-    return [p for place in places if place.is_dir() for p in sorted(place.iterdir()) if p.is_file() and _written_by_a_run(p)]
+    return [
+        p for place in places if place.is_dir() for p in sorted(place.iterdir()) if p.is_file() and _written_by_a_run(p)
+    ]
 
 
 def remove_run_files(run_dir: Path) -> None:
@@ -89,9 +102,13 @@ def _complete_lines(path: Path, header_lines: int, keep_rows: int) -> list[str]:
     try:
         lines = complete_lines(path.read_text())
     except (OSError, UnicodeDecodeError) as err:
-        raise ResumeError(f"cannot read {path} ({getattr(err, 'strerror', None) or err}): the run directory does not match its checkpoint") from None
+        raise ResumeError(
+            f"cannot read {path} ({getattr(err, 'strerror', None) or err}): the run directory does not match its checkpoint"
+        ) from None
     if len(lines) < header_lines + keep_rows:
-        raise ResumeError(f"{path} has {len(lines) - header_lines} rows but its checkpoint counted {keep_rows}: the run directory does not match its checkpoint")
+        raise ResumeError(
+            f"{path} has {len(lines) - header_lines} rows but its checkpoint counted {keep_rows}: the run directory does not match its checkpoint"
+        )
     return lines
 
 
@@ -104,7 +121,9 @@ class MonitorFile:
     (episodes that ended after the checkpoint) are cut, and `t_start` stays the original one.
     """
 
-    def __init__(self, path: Path, env_id: str, t_start: float, task: dict[str, Any], keep_rows: int | None = None) -> None:
+    def __init__(
+        self, path: Path, env_id: str, t_start: float, task: dict[str, Any], keep_rows: int | None = None
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if keep_rows is None:
             self.t_start, self.rows = t_start, 0
@@ -143,13 +162,24 @@ class MonitorSet:
     """The Monitor files of a block's K x E simulators."""
 
     def __init__(
-        self, run_dir: Path, env_id: str, learner_ids: Sequence[int], envs_per_learner: int, tasks: Sequence[dict[str, Any]],
+        self,
+        run_dir: Path,
+        env_id: str,
+        learner_ids: Sequence[int],
+        envs_per_learner: int,
+        tasks: Sequence[dict[str, Any]],
         keep_rows: list[list[int]] | None = None,
     ) -> None:
         t_start = time.time()
         self.files = [
             [
-                MonitorFile(monitor_path(run_dir, int(k), e), env_id, t_start, _plain(task), None if keep_rows is None else keep_rows[i][e])
+                MonitorFile(
+                    monitor_path(run_dir, int(k), e),
+                    env_id,
+                    t_start,
+                    _plain(task),
+                    None if keep_rows is None else keep_rows[i][e],
+                )
                 for e in range(envs_per_learner)
             ]
             for i, (k, task) in enumerate(zip(learner_ids, tasks))
@@ -209,7 +239,10 @@ def write_run_files(run_dir: Path, prepared: "Prepared", tasks: list[dict], worl
     run_dir.mkdir(parents=True, exist_ok=True)
     stored = {k: v for k, v in config.to_dict().items() if k not in ("resume", "overwrite")}
     write_json(run_dir / "config.json", {**stored, "version": __version__, "world_size": world_size})
-    write_matrix(run_dir / "topology.csv", nx.to_numpy_array(method.logged_graph(), nodelist=range(config.num_learners), dtype=int))
+    write_matrix(
+        run_dir / "topology.csv",
+        nx.to_numpy_array(method.logged_graph(), nodelist=range(config.num_learners), dtype=int),
+    )
     write_matrix(run_dir / "combination.csv", method.combination_matrix())
     write_tasks(run_dir / "tasks.csv", config.env, range(config.num_learners), tasks)
 

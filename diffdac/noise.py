@@ -91,4 +91,3 @@ class Stream:
 def uniform(seed: int, stream: int, learners: np.ndarray, num_sims: int, step: int, draws: int = 1) -> np.ndarray:
     """Uniform floats in [0, 1): `[K, E, draws]` for global learner ids `learners: [K]`."""
     return Stream(seed, stream, learners, num_sims, draws).uniform(step)
-

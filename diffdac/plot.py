@@ -26,21 +26,66 @@ FORMATS = (".png", ".pdf", ".svg")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `diffdac plot`."""
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories of diffdac train, finished or still running")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        type=Path,
+        metavar="RUN_DIR",
+        help="run directories of diffdac train, finished or still running",
+    )
     parser.add_argument("--out", type=Path, default=None, metavar="FIGURE", help="figure to write: .png, .pdf or .svg")
-    parser.add_argument("--bin-steps", type=int, default=20_000, metavar="W", help="smoothing: mean return of the episodes that ended in each bin of W env steps (default 20000)")
-    parser.add_argument("--weighting", choices=results.WEIGHTINGS, default="task",
-                        help="a bin's return: task (mean over learners of each one's mean; every task counts once, default) "
-                        "or episode (mean over all episodes, which favours tasks with short episodes)")
-    parser.add_argument("--x", choices=("steps", "time"), default="steps", help="x axis: total env steps (default), or wall-clock seconds since the run started")
+    parser.add_argument(
+        "--bin-steps",
+        type=int,
+        default=20_000,
+        metavar="W",
+        help="smoothing: mean return of the episodes that ended in each bin of W env steps (default 20000)",
+    )
+    parser.add_argument(
+        "--weighting",
+        choices=results.WEIGHTINGS,
+        default="task",
+        help="a bin's return: task (mean over learners of each one's mean; every task counts once, default) "
+        "or episode (mean over all episodes, which favours tasks with short episodes)",
+    )
+    parser.add_argument(
+        "--x",
+        choices=("steps", "time"),
+        default="steps",
+        help="x axis: total env steps (default), or wall-clock seconds since the run started",
+    )
     parser.add_argument("--disagreement", action="store_true", help="add a panel with the disagreement of progress.csv")
     parser.add_argument("--per-learner", action="store_true", help="add one panel per curve with each learner's return")
-    parser.add_argument("--label", action="append", default=None, help="name of a curve; give it once per curve, in the order of their first run")
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=None,
+        help="name of a curve; give it once per curve, in the order of their first run",
+    )
     parser.add_argument("--title", default=None, metavar="TEXT", help="title of the figure")
-    parser.add_argument("--table", action="store_true", help="print per curve: final return, return at --at steps, steps to --threshold")
-    parser.add_argument("--csv", type=Path, default=None, metavar="FILE", help="write that table (raw numbers, with standard errors) to this CSV file")
-    parser.add_argument("--threshold", type=float, default=-100.0, metavar="R", help="return whose first crossing the table reports (default -100, for Acrobot)")
-    parser.add_argument("--at", default=None, metavar="S,S,...", help="comma list of env steps at which the table gives the return (default: 1/4, 1/2, 3/4 of the shortest curve)")
+    parser.add_argument(
+        "--table", action="store_true", help="print per curve: final return, return at --at steps, steps to --threshold"
+    )
+    parser.add_argument(
+        "--csv",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write that table (raw numbers, with standard errors) to this CSV file",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=-100.0,
+        metavar="R",
+        help="return whose first crossing the table reports (default -100, for Acrobot)",
+    )
+    parser.add_argument(
+        "--at",
+        default=None,
+        metavar="S,S,...",
+        help="comma list of env steps at which the table gives the return (default: 1/4, 1/2, 3/4 of the shortest curve)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -70,7 +115,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--bin-steps must be a positive number of env steps, got {args.bin_steps}")
     for path in (args.out, args.csv):
         if path is not None and path.is_dir():
-            raise ConfigError(f"{path} is a directory: give a file name such as {path / ('curves.png' if path == args.out else 'table.csv')}")
+            raise ConfigError(
+                f"{path} is a directory: give a file name such as {path / ('curves.png' if path == args.out else 'table.csv')}"
+            )
         if path is not None and not path.parent.is_dir():
             raise ConfigError(f"cannot write {path}: directory {path.parent} does not exist")
     parse_steps(args.at)
@@ -122,7 +169,9 @@ def draw(runs: list[results.Run], args: argparse.Namespace) -> Any:
         ax.set_visible(False)
     if args.x == "steps":
         for ax in flat[:used]:
-            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: results.human_steps(v) if v > 0 else "0"))
+            ax.xaxis.set_major_formatter(
+                matplotlib.ticker.FuncFormatter(lambda v, _: results.human_steps(v) if v > 0 else "0")
+            )
     if args.title:
         fig.suptitle(args.title)
     fig.tight_layout()
@@ -145,7 +194,9 @@ def draw_returns(ax: Axes, curves: pd.DataFrame, colors: dict[str, str], args: a
         x = x_values(curve, args)
         ax.plot(x, curve["mean"], color=colors[name], label=f"{name} ({seeds} seed{'s' * (seeds > 1)})")
         if seeds > 1:
-            ax.fill_between(x, curve["mean"] - curve["se"], curve["mean"] + curve["se"], color=colors[name], alpha=0.25, linewidth=0)
+            ax.fill_between(
+                x, curve["mean"] - curve["se"], curve["mean"] + curve["se"], color=colors[name], alpha=0.25, linewidth=0
+            )
     ax.set_xlabel(x_label(args))
     per = "mean over learners" if args.weighting == "task" else "mean over episodes"
     ax.set_ylabel(f"return ({per}, per {results.human_steps(args.bin_steps)} steps)")
@@ -159,10 +210,14 @@ def draw_disagreement(ax: Axes, table: pd.DataFrame, colors: dict[str, str], arg
         x = x_values(curve, args, steps="steps")
         ax.plot(x, curve["mean"], color=colors[name], label=name)
         if curve["n"].max() > 1:
-            ax.fill_between(x, curve["mean"] - curve["se"], curve["mean"] + curve["se"], color=colors[name], alpha=0.25, linewidth=0)
+            ax.fill_between(
+                x, curve["mean"] - curve["se"], curve["mean"] + curve["se"], color=colors[name], alpha=0.25, linewidth=0
+            )
     positive = table["mean"][table["mean"] > 0]
     if len(positive):  # log scale; exact consensus (0, e.g. a full graph) stays visible on symlog's linear part
-        ax.set_yscale("log") if len(positive) == len(table) else ax.set_yscale("symlog", linthresh=float(positive.min()))
+        ax.set_yscale("log") if len(positive) == len(table) else ax.set_yscale(
+            "symlog", linthresh=float(positive.min())
+        )
     ax.set_xlabel(x_label(args))
     ax.set_ylabel("disagreement")
     ax.set_title("squared distance of parameters to their average", fontsize="small")

@@ -163,7 +163,9 @@ class Population:
         """State values `[K, B]`."""
         return self._mlp("critic", obs, self._params(params)).squeeze(-1)
 
-    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor, params: Params | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def evaluate(
+        self, obs: torch.Tensor, actions: torch.Tensor, params: Params | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities `[K, B]` of actions and per-sample entropies `[K, B]`."""
         params = self._params(params)
         out = self.actor(obs, params)

@@ -79,10 +79,14 @@ def _is_mujoco(env_id: str) -> bool:
 def check_machine(config: TrainConfig) -> None:
     """Options this machine cannot serve: CUDA without a GPU, more threads than cores (torch crashes on absurd counts)."""
     if config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda, but torch sees no CUDA device here (torch.cuda.is_available() is False): use --device cpu")
+        raise ConfigError(
+            "--device cuda, but torch sees no CUDA device here (torch.cuda.is_available() is False): use --device cpu"
+        )
     cores = os.cpu_count() or 1
     if config.threads > cores:
-        raise ConfigError(f"--threads {config.threads} is more than the {cores} CPU cores of this machine: give at most {cores}")
+        raise ConfigError(
+            f"--threads {config.threads} is more than the {cores} CPU cores of this machine: give at most {cores}"
+        )
 
 
 def probe_spaces(config: TrainConfig) -> tuple[gymnasium.Space, gymnasium.Space]:
@@ -100,12 +104,20 @@ def build_graph(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.Sp
     try:
         if config.adjacency is not None:  # the run without its edges must fit before a large matrix file is read
             limits.check_memory(memory_sizes(config, spaces, 0), processes_here())
-        matrix = topologies.read_adjacency(config.adjacency, config.num_learners) if config.adjacency is not None else None
-        edges = int(np.count_nonzero(np.triu(matrix, 1))) if matrix is not None else topologies.edge_count(
-            config.topology, config.num_learners, config.edge_prob)
+        matrix = (
+            topologies.read_adjacency(config.adjacency, config.num_learners) if config.adjacency is not None else None
+        )
+        edges = (
+            int(np.count_nonzero(np.triu(matrix, 1)))
+            if matrix is not None
+            else topologies.edge_count(config.topology, config.num_learners, config.edge_prob)
+        )
         limits.check_memory(memory_sizes(config, spaces, edges), processes_here())
-        graph = topologies.graph_from_adjacency(matrix) if matrix is not None else topologies.resolve_graph(
-            config.topology, None, config.num_learners, config.edge_prob, config.seed)
+        graph = (
+            topologies.graph_from_adjacency(matrix)
+            if matrix is not None
+            else topologies.resolve_graph(config.topology, None, config.num_learners, config.edge_prob, config.seed)
+        )
         topologies.combination_weights(nx.empty_graph(1), config.weights)
     except topologies.TopologyError as err:
         raise ConfigError(str(err)) from None
@@ -117,9 +129,17 @@ def memory_sizes(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.S
     world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
     kind = "batched" if envs.is_batched_acrobot(config.env) else "mujoco" if _is_mujoco(config.env) else "gym"
     return limits.Sizes(
-        learners=-(-config.num_learners // world), total_learners=config.num_learners, sims=config.envs_per_learner,
-        steps=config.steps_per_update, obs_dim=spaces[0].shape[0], action_dim=action_dim(spaces[1]), hidden=config.hidden,
-        edges=edges, simulator_kind=kind, history=config.max_staleness + 1, gathers_all=config.method == "centralized",
+        learners=-(-config.num_learners // world),
+        total_learners=config.num_learners,
+        sims=config.envs_per_learner,
+        steps=config.steps_per_update,
+        obs_dim=spaces[0].shape[0],
+        action_dim=action_dim(spaces[1]),
+        hidden=config.hidden,
+        edges=edges,
+        simulator_kind=kind,
+        history=config.max_staleness + 1,
+        gathers_all=config.method == "centralized",
     )
 
 
@@ -135,14 +155,20 @@ def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
     if run_dir.is_dir():
         holds_run = (run_dir / "config.json").exists()
         if holds_run and not overwrite:
-            raise ConfigError(f"{run_dir} already holds a run: choose another --log-dir, pass --overwrite, or continue it with --resume")
+            raise ConfigError(
+                f"{run_dir} already holds a run: choose another --log-dir, pass --overwrite, or continue it with --resume"
+            )
         if not holds_run and any(run_dir.iterdir()):
             if not overwrite:
-                raise ConfigError(f"{run_dir} exists and is not empty: choose a new or empty --log-dir "
-                                  "(--overwrite writes there anyway and removes only an earlier run's files)")
+                raise ConfigError(
+                    f"{run_dir} exists and is not empty: choose a new or empty --log-dir "
+                    "(--overwrite writes there anyway and removes only an earlier run's files)"
+                )
             clash = next((name for name in RUN_FILES if (run_dir / name).exists()), None)
             if clash:
-                raise ConfigError(f"{run_dir / clash} is not from a diffdac run and a run would replace it: move it or choose another --log-dir")
+                raise ConfigError(
+                    f"{run_dir / clash} is not from a diffdac run and a run would replace it: move it or choose another --log-dir"
+                )
     check_writable(run_dir)
 
 
@@ -155,7 +181,9 @@ def check_writable(run_dir: Path) -> None:
         with tempfile.TemporaryFile(dir=place):
             pass
     except OSError as err:
-        raise ConfigError(f"cannot write to --log-dir {run_dir} ({place}: {err.strerror or err}): choose a directory you can write to") from None
+        raise ConfigError(
+            f"cannot write to --log-dir {run_dir} ({place}: {err.strerror or err}): choose a directory you can write to"
+        ) from None
 
 
 def check_resume(config: TrainConfig) -> TrainConfig:
@@ -163,7 +191,9 @@ def check_resume(config: TrainConfig) -> TrainConfig:
     stored = resolve_defaults(TrainConfig.from_run(config.log_dir).validate())
     differ = config.differences(stored)
     if differ:
-        raise ResumeError(f"--resume keeps the run's options, but these differ from {config.log_dir}/config.json: {'; '.join(differ)}")
+        raise ResumeError(
+            f"--resume keeps the run's options, but these differ from {config.log_dir}/config.json: {'; '.join(differ)}"
+        )
     return config
 
 
@@ -177,7 +207,9 @@ def make_tasks(config: TrainConfig, learner_ids: np.ndarray, envs_per_learner: i
     """The task batch of these learners; an id gymnasium cannot make is bad input, named in one line."""
     sims = config.envs_per_learner if envs_per_learner is None else envs_per_learner
     try:
-        return envs.make_task_batch(config.env, config.seed, learner_ids, sims, config.task_seeding, config.mass_scaling)
+        return envs.make_task_batch(
+            config.env, config.seed, learner_ids, sims, config.task_seeding, config.mass_scaling
+        )
     except ValueError as err:
         raise ConfigError(str(err)) from None
     except (gymnasium.error.Error, ImportError) as err:

@@ -49,7 +49,9 @@ from diffdac.logs import MONITOR_NAME, complete_lines
 BOOKKEEPING_KEYS = NOT_WHAT_IS_LEARNED
 # Keys whose value alone names a curve ("ring" rather than "topology=ring").
 BARE_KEYS = ("topology", "method")
-OPTION_DEFAULTS = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(TrainConfig)}
+OPTION_DEFAULTS = {
+    f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(TrainConfig)
+}
 WEIGHTINGS = ("task", "episode")  # a bin's return: mean over learners of their means, or over all episodes
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
@@ -105,7 +107,10 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     """config.json of a run, with the two counts the time line needs."""
     path = run_dir / "config.json"
     try:
-        config = {**OPTION_DEFAULTS, **run_options(read_run_config(run_dir))}  # runs made before an option existed had its default
+        config = {
+            **OPTION_DEFAULTS,
+            **run_options(read_run_config(run_dir)),
+        }  # runs made before an option existed had its default
     except ConfigError as err:
         raise RunError(str(err)) from None
     for key in ("num_learners", "envs_per_learner"):
@@ -126,7 +131,9 @@ def load_episodes(run_dir: Path, config: dict[str, Any]) -> pd.DataFrame:
         frames.append(frame.assign(learner=learner, sim=sim, sim_steps=frame["l"].cumsum()))
     episodes = pd.concat(frames, ignore_index=True)
     if episodes.empty:
-        raise RunError(f"{run_dir} has no finished episode yet ({len(files)} Monitor files, all empty): wait for its first episodes or leave it out")
+        raise RunError(
+            f"{run_dir} has no finished episode yet ({len(files)} Monitor files, all empty): wait for its first episodes or leave it out"
+        )
     simulators = config["num_learners"] * config["envs_per_learner"]
     episodes["steps"] = episodes["sim_steps"] * simulators
     return episodes[["learner", "sim", "r", "l", "t", "steps"]].sort_values("steps", kind="stable", ignore_index=True)
@@ -138,7 +145,9 @@ def read_progress(run_dir: Path) -> pd.DataFrame:
     text = path.read_text() if path.is_file() else ""
     lines = complete_lines(text)
     if len(lines) < 2:
-        return pd.DataFrame({"steps": pd.Series(dtype="int64"), "time": pd.Series(dtype=float), "disagreement": pd.Series(dtype=float)})
+        return pd.DataFrame(
+            {"steps": pd.Series(dtype="int64"), "time": pd.Series(dtype=float), "disagreement": pd.Series(dtype=float)}
+        )
     try:
         table = pd.read_csv(io.StringIO("\n".join(lines) + "\n"))
     except (ValueError, pd.errors.ParserError) as err:
@@ -186,7 +195,9 @@ def curve_labels(runs: Sequence[Run], labels: Sequence[str] | None = None) -> li
     firsts = [next(r.config for r in runs if group_key(r.config) == key) for key in keys]
     if labels is not None:
         if len(labels) != len(keys):
-            raise RunError(f"--label was given {len(labels)} times but the runs form {len(keys)} curves (runs that differ only in seed share a curve)")
+            raise RunError(
+                f"--label was given {len(labels)} times but the runs form {len(keys)} curves (runs that differ only in seed share a curve)"
+            )
         names = list(labels)
         if len(set(names)) < len(names):
             raise RunError(f"--label must name each curve differently, got {', '.join(names)}")
@@ -242,15 +253,27 @@ def run_bins(run: Run, bin_steps: int, by: Sequence[str] = (), weighting: str = 
     keys = [*by, "bin"] if weighting == "episode" or "learner" in by else [*by, "learner", "bin"]
     table = episodes.groupby(keys).agg(r=("r", "mean"), t=("t", "mean"), episodes=("r", "size")).reset_index()
     if keys != [*by, "bin"]:
-        table = table.groupby([*by, "bin"]).agg(r=("r", "mean"), t=("t", "mean"), episodes=("episodes", "sum")).reset_index()
+        table = (
+            table.groupby([*by, "bin"])
+            .agg(r=("r", "mean"), t=("t", "mean"), episodes=("episodes", "sum"))
+            .reset_index()
+        )
     return table
 
 
-def seed_table(runs: Sequence[Run], bin_steps: int, labels: Sequence[str] | None = None, by: Sequence[str] = (),
-               weighting: str = "task") -> pd.DataFrame:
+def seed_table(
+    runs: Sequence[Run],
+    bin_steps: int,
+    labels: Sequence[str] | None = None,
+    by: Sequence[str] = (),
+    weighting: str = "task",
+) -> pd.DataFrame:
     """Every run's bins stacked, with its curve label and seed: the long table everything else groups."""
     names = curve_labels(runs, labels)
-    frames = [run_bins(run, bin_steps, by, weighting).assign(curve=name, seed=run.seed, run=str(run.path)) for run, name in zip(runs, names)]
+    frames = [
+        run_bins(run, bin_steps, by, weighting).assign(curve=name, seed=run.seed, run=str(run.path))
+        for run, name in zip(runs, names)
+    ]
     table = pd.concat(frames, ignore_index=True)
     table["curve"] = pd.Categorical(table["curve"], categories=list(dict.fromkeys(names)), ordered=True)
     return table
@@ -259,12 +282,18 @@ def seed_table(runs: Sequence[Run], bin_steps: int, labels: Sequence[str] | None
 def across_seeds(table: pd.DataFrame, keys: Sequence[str], value: str = "r") -> pd.DataFrame:
     """Mean, standard error and count over runs of `value` per `keys`, kept where every run of the curve has a value."""
     runs_per_curve = table.groupby("curve", observed=True)["run"].nunique().rename("runs")
-    stats = table.groupby(list(keys), observed=True).agg(mean=(value, "mean"), se=(value, "sem"), n=(value, "size"), t=("t", "mean")).reset_index()
+    stats = (
+        table.groupby(list(keys), observed=True)
+        .agg(mean=(value, "mean"), se=(value, "sem"), n=(value, "size"), t=("t", "mean"))
+        .reset_index()
+    )
     stats = stats.join(runs_per_curve, on="curve")
     return stats[stats["n"] == stats["runs"]].drop(columns="runs").reset_index(drop=True)
 
 
-def curves(runs: Sequence[Run], bin_steps: int, labels: Sequence[str] | None = None, weighting: str = "task") -> pd.DataFrame:
+def curves(
+    runs: Sequence[Run], bin_steps: int, labels: Sequence[str] | None = None, weighting: str = "task"
+) -> pd.DataFrame:
     """One row per (curve, bin): mean return over seeds, its standard error, seeds, mean wall time."""
     return across_seeds(seed_table(runs, bin_steps, labels, weighting=weighting), ["curve", "bin"])
 
@@ -277,7 +306,10 @@ def learner_curves(runs: Sequence[Run], bin_steps: int, labels: Sequence[str] | 
 def disagreement(runs: Sequence[Run], labels: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per (curve, progress.csv step): mean disagreement over seeds and its standard error."""
     names = curve_labels(runs, labels)
-    frames = [r.progress[["steps", "time", "disagreement"]].assign(curve=n, run=str(r.path)).rename(columns={"time": "t"}) for r, n in zip(runs, names)]
+    frames = [
+        r.progress[["steps", "time", "disagreement"]].assign(curve=n, run=str(r.path)).rename(columns={"time": "t"})
+        for r, n in zip(runs, names)
+    ]
     table = pd.concat(frames, ignore_index=True).dropna(subset=["disagreement"])
     table["curve"] = pd.Categorical(table["curve"], categories=list(dict.fromkeys(names)), ordered=True)
     return across_seeds(table, ["curve", "steps"], value="disagreement")
@@ -300,8 +332,14 @@ def default_checkpoints(last_bins: pd.Series, bin_steps: int) -> list[int]:
     return sorted(p for p in points if 0 < p < shortest)
 
 
-def summary(runs: Sequence[Run], bin_steps: int, threshold: float = -100.0, at: Sequence[int] | None = None,
-            labels: Sequence[str] | None = None, weighting: str = "task") -> pd.DataFrame:
+def summary(
+    runs: Sequence[Run],
+    bin_steps: int,
+    threshold: float = -100.0,
+    at: Sequence[int] | None = None,
+    labels: Sequence[str] | None = None,
+    weighting: str = "task",
+) -> pd.DataFrame:
     """One row per curve: seeds, steps covered, final return, return at `at` steps, steps to `threshold`.
 
     Every figure is a mean over the curve's seeds with its standard error (`*_se`); the final
@@ -316,7 +354,9 @@ def summary(runs: Sequence[Run], bin_steps: int, threshold: float = -100.0, at: 
     rows["final"], rows["final_se"] = final["mean"], final["se"]
     last_bins = bins.join(last.rename("last"), on="curve")
     per_seed = last_bins[last_bins["bin"] == last_bins["last"]].groupby("curve", observed=True)["r"]
-    rows["final_ci_low"], rows["final_ci_high"] = zip(*(bootstrap_interval(per_seed.get_group(c).to_numpy()) for c in rows.index))
+    rows["final_ci_low"], rows["final_ci_high"] = zip(
+        *(bootstrap_interval(per_seed.get_group(c).to_numpy()) for c in rows.index)
+    )
     for point in at:
         here = stats[stats["bin"] == bin_end(point, bin_steps)].set_index("curve")
         rows[f"return@{human_steps(point)}"], rows[f"return@{human_steps(point)}_se"] = here["mean"], here["se"]
@@ -344,8 +384,14 @@ def bootstrap_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tu
         return float(values[0]), float(values[0])
     from scipy import stats
 
-    result = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=BOOTSTRAP_RESAMPLES,
-                             method="percentile", rng=np.random.default_rng(0))
+    result = stats.bootstrap(
+        (values,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -358,7 +404,9 @@ def human_steps(steps: float) -> str:
 
 def readable(table: pd.DataFrame) -> pd.DataFrame:
     """The summary with `mean ± se` strings, for people."""
-    out = pd.DataFrame({"curve": table["curve"].astype(str), "seeds": table["seeds"], "steps": table["steps"].map(human_steps)})
+    out = pd.DataFrame(
+        {"curve": table["curve"].astype(str), "seeds": table["seeds"], "steps": table["steps"].map(human_steps)}
+    )
     for column in [c for c in table.columns if c == "final" or c.startswith(("return@", "steps_to_"))]:
         if column.endswith("_se"):
             continue
@@ -366,7 +414,9 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
         header = f"steps to {column.removeprefix('steps_to_')}" if is_steps else column
         out[header] = [_pm(m, s, is_steps) for m, s in zip(table[column], table[f"{column}_se"])]
         if column == "final" and "final_ci_low" in table:
-            out[f"final {CONFIDENCE:.0%} CI"] = [_interval(lo, hi) for lo, hi in zip(table["final_ci_low"], table["final_ci_high"])]
+            out[f"final {CONFIDENCE:.0%} CI"] = [
+                _interval(lo, hi) for lo, hi in zip(table["final_ci_low"], table["final_ci_high"])
+            ]
         if is_steps:
             out["reached"] = table["reached"]
     return out

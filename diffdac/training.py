@@ -54,8 +54,10 @@ def run(prepared: Prepared, comm: Communicator) -> Path:
     if warning and config.topology != "none" and config.method == "diff-a2c" and lead and saved is None:
         print(f"diffdac: warning: {warning}")
     if lead and saved is None and config.steps_to_run != config.total_steps:
-        print(f"diffdac: --total-steps {config.total_steps} is not a multiple of the {config.steps_per_update_all} env steps "
-              f"of one update: the run makes {config.steps_to_run}")
+        print(
+            f"diffdac: --total-steps {config.total_steps} is not a multiple of the {config.steps_per_update_all} env steps "
+            f"of one update: the run makes {config.steps_to_run}"
+        )
     all_tasks = [task for block in comm.gather_objects(list(tasks.tasks)) for task in block]
     comm.barrier()  # every rank has checked the directory before rank 0 writes into it
     if lead and saved is None:
@@ -68,7 +70,11 @@ def run(prepared: Prepared, comm: Communicator) -> Path:
 def default_loggers(learners: Learners, run_dir: Path, state: "LoopState") -> list[Logger]:
     """Every rank's Monitor files; rank 0 also progress.csv and the terminal."""
     cfg = learners.config
-    loggers: list[Logger] = [MonitorLogger(run_dir, cfg.env, learners.learner_ids, cfg.envs_per_learner, learners.tasks.tasks, state.monitor_rows)]
+    loggers: list[Logger] = [
+        MonitorLogger(
+            run_dir, cfg.env, learners.learner_ids, cfg.envs_per_learner, learners.tasks.tasks, state.monitor_rows
+        )
+    ]
     if learners.comm.rank == 0:
         loggers += [ProgressLogger(run_dir / "progress.csv", state.progress_rows), TerminalLogger()]
     return loggers
@@ -83,10 +89,14 @@ def restore(learners: Learners, run_dir: Path) -> dict | None:
     """
     comm = learners.comm
     lead = comm.rank == 0
-    found, problems = comm.gather_objects(checkpoint.scan(run_dir) if lead else None)[0]  # other machines may not see rank 0's files
+    found, problems = comm.gather_objects(checkpoint.scan(run_dir) if lead else None)[
+        0
+    ]  # other machines may not see rank 0's files
     world_size = read_run_config(run_dir).get("world_size", 1)
     if found and world_size != comm.world_size:
-        raise ResumeError(f"{run_dir} was trained by {world_size} processes: resume it with {world_size}, not {comm.world_size}")
+        raise ResumeError(
+            f"{run_dir} was trained by {world_size} processes: resume it with {world_size}, not {comm.world_size}"
+        )
     if lead:
         for problem in problems:
             print(f"diffdac: skipping {problem}")
@@ -98,7 +108,11 @@ def restore(learners: Learners, run_dir: Path) -> dict | None:
             learners.load_state_dict(saved["learners"])
             LoopState.from_saved(saved, learners.config)
         except (CheckpointError, KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as err:
-            error = str(err) if isinstance(err, CheckpointError) else f"{checkpoint.rank_path(run_dir, manifest.steps, comm.rank)} does not fit this run ({type(err).__name__}: {err})"
+            error = (
+                str(err)
+                if isinstance(err, CheckpointError)
+                else f"{checkpoint.rank_path(run_dir, manifest.steps, comm.rank)} does not fit this run ({type(err).__name__}: {err})"
+            )
         errors = [e for e in comm.gather_objects(error) if e]
         if not errors:
             return {**saved, "manifest": manifest}
@@ -106,7 +120,9 @@ def restore(learners: Learners, run_dir: Path) -> dict | None:
         if lead:
             print(f"diffdac: skipping the checkpoint at step {manifest.steps}: {errors[0]}")
     if skipped:
-        raise ResumeError(f"no checkpoint of {run_dir} can be loaded ({skipped[-1]}): start the run again with --overwrite instead of --resume")
+        raise ResumeError(
+            f"no checkpoint of {run_dir} can be loaded ({skipped[-1]}): start the run again with --overwrite instead of --resume"
+        )
     if lead:
         print(f"diffdac: {run_dir} has no checkpoint yet: starting it again from step 0")
     return None
@@ -158,7 +174,8 @@ class LoopState:
         if not all(type(v) is int and v >= 0 for v in counts) or not isinstance(state.elapsed, float):
             raise CheckpointError("the checkpoint's loop counters are not non-negative integers")
         if not all(isinstance(r, float) for r in state.recent) or not all(
-                isinstance(row, list) and all(isinstance(r, float) for r in row) for row in state.recent_by_learner):
+            isinstance(row, list) and all(isinstance(r, float) for r in row) for row in state.recent_by_learner
+        ):
             raise CheckpointError("the checkpoint's recent returns are not numbers")
         return state
 
@@ -195,24 +212,41 @@ def run_loop(learners: Learners, run_dir: Path, state: LoopState, loggers: list[
             if steps >= state.next_save or update == num_updates:
                 state.next_save += cfg.save_every
                 kept = {k: v for logger in loggers for k, v in logger.state().items()}
-                state = LoopState(update, time.time() - start, state.next_log, state.next_save, list(stats.recent), stats.count,
-                                  [list(r) for r in stats.by_learner], kept.get("monitor_rows"), kept.get("progress_rows"))
+                state = LoopState(
+                    update,
+                    time.time() - start,
+                    state.next_log,
+                    state.next_save,
+                    list(stats.recent),
+                    stats.count,
+                    [list(r) for r in stats.by_learner],
+                    kept.get("monitor_rows"),
+                    kept.get("progress_rows"),
+                )
                 last_saved = save_checkpoint(learners, run_dir, state, steps, complete=update == num_updates)
         finished = True
     except PeerLost as err:
         raise err.at_update(update) from None
     except TrainingError as err:
-        where = f"the last good checkpoint is at step {last_saved.steps}" if last_saved else "no checkpoint was saved before it"
+        where = (
+            f"the last good checkpoint is at step {last_saved.steps}"
+            if last_saved
+            else "no checkpoint was saved before it"
+        )
         raise TrainingError(f"{err}; {where} in {checkpoint.checkpoint_dir(run_dir)}") from None
     finally:
         for logger in loggers:
             logger.close(finished)
 
 
-def save_checkpoint(learners: Learners, run_dir: Path, state: LoopState, steps: int, complete: bool) -> checkpoint.Manifest:
+def save_checkpoint(
+    learners: Learners, run_dir: Path, state: LoopState, steps: int, complete: bool
+) -> checkpoint.Manifest:
     """Every rank writes its file; after the barrier rank 0 declares the checkpoint valid."""
     comm, cfg = learners.comm, learners.config
-    checkpoint.save_rank(run_dir, steps, comm.rank, {"learners": learners.state_dict(), "loop": dataclasses.asdict(state)})
+    checkpoint.save_rank(
+        run_dir, steps, comm.rank, {"learners": learners.state_dict(), "loop": dataclasses.asdict(state)}
+    )
     comm.barrier()
     manifest = checkpoint.Manifest(steps, state.update, comm.world_size, complete)
     if comm.rank == 0:
@@ -221,14 +255,25 @@ def save_checkpoint(learners: Learners, run_dir: Path, state: LoopState, steps: 
     return manifest
 
 
-def progress_row(learners: Learners, loss: A2CLoss, stats: EpisodeStats, steps: int, update: int, elapsed: float) -> dict[str, float]:
+def progress_row(
+    learners: Learners, loss: A2CLoss, stats: EpisodeStats, steps: int, update: int, elapsed: float
+) -> dict[str, float]:
     """One progress.csv row; sums over processes so every rank contributes its learners."""
     local = torch.tensor(
-        [sum(stats.recent), len(stats.recent), stats.count, float(loss.policy.sum()), float(loss.value.sum()), float(loss.entropy.sum()),
-         float(learners.alive.sum())],
+        [
+            sum(stats.recent),
+            len(stats.recent),
+            stats.count,
+            float(loss.policy.sum()),
+            float(loss.value.sum()),
+            float(loss.entropy.sum()),
+            float(learners.alive.sum()),
+        ],
         dtype=torch.float64,
     )
-    ret_sum, ret_count, episodes, policy, value, entropy, alive = learners.comm.all_sum(local.to(learners.device)).tolist()
+    ret_sum, ret_count, episodes, policy, value, entropy, alive = learners.comm.all_sum(
+        local.to(learners.device)
+    ).tolist()
     n = learners.config.num_learners
     return {
         "steps": steps,

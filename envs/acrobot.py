@@ -145,8 +145,15 @@ class BatchedAcrobot:
     def load_state_dict(self, state: dict) -> None:
         """Take back `state_dict()`; a state of other learners or simulators raises ValueError."""
         shape = (self.num_learners, self.envs_per_learner)
-        arrays = {key: np.asarray(state[key], dtype=dtype) for key, dtype in (("state", np.float64), ("returns", np.float64), ("lengths", np.int64))}
-        if arrays["state"].shape != shape + (4,) or arrays["returns"].shape != shape or arrays["lengths"].shape != shape:
+        arrays = {
+            key: np.asarray(state[key], dtype=dtype)
+            for key, dtype in (("state", np.float64), ("returns", np.float64), ("lengths", np.int64))
+        }
+        if (
+            arrays["state"].shape != shape + (4,)
+            or arrays["returns"].shape != shape
+            or arrays["lengths"].shape != shape
+        ):
             raise ValueError(f"the saved simulators are not {shape[0]} learners x {shape[1]} simulators")
         self._set_state(arrays["state"])
         self._episodes.returns[...] = arrays["returns"]

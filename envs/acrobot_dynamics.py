@@ -49,7 +49,9 @@ class Links:
         self.phi1_sq = -m2 * l1 * LC2  # phi1 = -m2*l1*lc2*dt2**2*sin t2 - 2*m2*l1*lc2*dt2*dt1*sin t2 + ...
         self.phi1_cross = 2 * m2 * l1 * LC2
         self.phi1_cos = (m1 * LC1 + m2 * l1) * GRAVITY  # ... + (m1*lc1 + m2*l1)*g*cos(t1 - pi/2) + phi2
-        self.dd2_sq = m2 * l1 * LC2  # ddt2 = (a + d2/d1*phi1 - m2*l1*lc2*dt1**2*sin t2 - phi2) / (m2*lc2**2 + I2 - d2**2/d1)
+        self.dd2_sq = (
+            m2 * l1 * LC2
+        )  # ddt2 = (a + d2/d1*phi1 - m2*l1*lc2*dt1**2*sin t2 - phi2) / (m2*lc2**2 + I2 - d2**2/d1)
         self.dd2_den = m2 * LC2**2 + i2
 
 

@@ -80,8 +80,10 @@ def simulator_seed_sequence(seed: int, learner: int, sim: int, stream: int) -> n
 def simulator_rngs(seed: int, learner_ids: Sequence[int], envs_per_learner: int) -> list[list[np.random.Generator]]:
     """One generator per (learner, simulator) for initial states: rngs[k][e]."""
     return [
-        [np.random.Generator(np.random.PCG64(simulator_seed_sequence(seed, k, e, RESET_STREAM)))
-         for e in range(envs_per_learner)]
+        [
+            np.random.Generator(np.random.PCG64(simulator_seed_sequence(seed, k, e, RESET_STREAM)))
+            for e in range(envs_per_learner)
+        ]
         for k in learner_ids
     ]
 

@@ -37,8 +37,14 @@ def check_env_id(env_id: str) -> None:
     )
 
 
-def make_task_batch(env_id: str, seed: int, learner_ids: Sequence[int], envs_per_learner: int, task_seeding: str = "keyed",
-                    mass_scaling: str = "body-mass") -> TaskBatch:
+def make_task_batch(
+    env_id: str,
+    seed: int,
+    learner_ids: Sequence[int],
+    envs_per_learner: int,
+    task_seeding: str = "keyed",
+    mass_scaling: str = "body-mass",
+) -> TaskBatch:
     """Learners `learner_ids` x `envs_per_learner` simulators of `env_id`, each learner on its own task.
 
     `task_seeding` picks how a learner's task seed follows from (seed, learner) (envs.batch.task_seed_for);

@@ -18,7 +18,9 @@ from envs.batch import (
 DIFFDAC_NAMESPACE = "diffdac/"
 
 
-def make_learner_env(env_id: str, seed: int, learner: int, task_seeding: str = "keyed", **task_options: object) -> gymnasium.Env:
+def make_learner_env(
+    env_id: str, seed: int, learner: int, task_seeding: str = "keyed", **task_options: object
+) -> gymnasium.Env:
     """Learner `learner`'s env: its own task for diffdac ids (with `task_options` such as
     mass_scaling), the one standard task otherwise."""
     if env_id.startswith(DIFFDAC_NAMESPACE):
@@ -35,8 +37,15 @@ class GymTaskBatch:
     which nothing here reads and which costs about a tenth of a MuJoCo step.
     """
 
-    def __init__(self, env_id: str, seed: int, learner_ids: Sequence[int], envs_per_learner: int, task_seeding: str = "keyed",
-                 **task_options: object):
+    def __init__(
+        self,
+        env_id: str,
+        seed: int,
+        learner_ids: Sequence[int],
+        envs_per_learner: int,
+        task_seeding: str = "keyed",
+        **task_options: object,
+    ):
         self.num_learners = len(learner_ids)
         self.envs_per_learner = envs_per_learner
         self._reset_seeds = [
@@ -44,11 +53,16 @@ class GymTaskBatch:
             for k in learner_ids
             for e in range(envs_per_learner)
         ]
-        self._envs = [make_learner_env(env_id, seed, k, task_seeding, **task_options) for k in learner_ids for _ in range(envs_per_learner)]
+        self._envs = [
+            make_learner_env(env_id, seed, k, task_seeding, **task_options)
+            for k in learner_ids
+            for _ in range(envs_per_learner)
+        ]
         self.observation_space = self._envs[0].observation_space
         self.action_space = self._envs[0].action_space
-        self.tasks = [dict(getattr(self._envs[i * envs_per_learner].unwrapped, "task", {}))
-                      for i in range(self.num_learners)]
+        self.tasks = [
+            dict(getattr(self._envs[i * envs_per_learner].unwrapped, "task", {})) for i in range(self.num_learners)
+        ]
         self._episodes = EpisodeTracker((self.num_learners, envs_per_learner))
 
     def _unflatten(self, x: np.ndarray) -> np.ndarray:
@@ -80,8 +94,15 @@ class GymTaskBatch:
             obs[i] = env.reset()[0] if terminated[i] or truncated[i] else final_obs[i]
         reward, terminated, truncated = self._unflatten(reward), self._unflatten(terminated), self._unflatten(truncated)
         episode_return, episode_length = self._episodes.update(reward, terminated | truncated)
-        return StepResult(self._unflatten(obs), reward, terminated, truncated,
-                          self._unflatten(final_obs), episode_return, episode_length)
+        return StepResult(
+            self._unflatten(obs),
+            reward,
+            terminated,
+            truncated,
+            self._unflatten(final_obs),
+            episode_return,
+            episode_length,
+        )
 
     def state_dict(self) -> None:
         """None: gymnasium envs cannot hand over their simulator state, so a resumed run starts new episodes."""

@@ -40,11 +40,12 @@ class Robot:
 ROBOTS: dict[str, Robot] = {
     "Hopper": Robot(HopperEnv, "hopper.xml", ("thigh", "leg", "foot")),
     "HalfCheetah": Robot(
-        HalfCheetahEnv, "half_cheetah.xml", ("bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot"), has_healthy_z=False
+        HalfCheetahEnv,
+        "half_cheetah.xml",
+        ("bthigh", "bshin", "bfoot", "fthigh", "fshin", "ffoot"),
+        has_healthy_z=False,
     ),
-    "Walker2d": Robot(
-        Walker2dEnv, "walker2d_v5.xml", ("thigh", "leg", "foot", "thigh_left", "leg_left", "foot_left")
-    ),
+    "Walker2d": Robot(Walker2dEnv, "walker2d_v5.xml", ("thigh", "leg", "foot", "thigh_left", "leg_left", "foot_left")),
 }
 
 
@@ -56,7 +57,9 @@ def scale_limb(body: mujoco.MjsBody, factor: float) -> None:
     """
     for geom in body.geoms:
         if geom.type not in (mujoco.mjtGeom.mjGEOM_CAPSULE, mujoco.mjtGeom.mjGEOM_CYLINDER):
-            raise ValueError(f"limb geom {geom.name!r} is a {geom.type.name}: only capsules and cylinders can be stretched")
+            raise ValueError(
+                f"limb geom {geom.name!r} is a {geom.type.name}: only capsules and cylinders can be stretched"
+            )
         if np.isnan(geom.fromto[0]):
             geom.pos = geom.pos * factor
             geom.size = geom.size * np.array([1.0, factor, 1.0])
@@ -111,7 +114,9 @@ def set_total_mass(model: mujoco.MjModel, total: float) -> None:
     mujoco.mj_setConst(model, mujoco.MjData(model))
 
 
-def build_model(robot: Robot, task: dict, xml_path: str, mass_scaling: str = "body-mass") -> tuple[mujoco.MjModel, float]:
+def build_model(
+    robot: Robot, task: dict, xml_path: str, mass_scaling: str = "body-mass"
+) -> tuple[mujoco.MjModel, float]:
     """Compile `xml_path` with `task` applied. Returns (model, height shift of the root in m).
 
     The compiler's `settotalmass` (HalfCheetah's XML sets 14 kg) is deprecated in MuJoCo 4, so it

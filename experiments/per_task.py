@@ -53,7 +53,9 @@ def markdown(summary: pd.DataFrame) -> str:
     lines = ["| method | policy | light tasks | heavy tasks | seeds |", "|---|---|---|---|---|"]
     for (method, policy), rows in summary.groupby(["method", "policy"], sort=False):
         cells = {r.kind: f"{r.mean:.0f} ± {r.se:.0f}" if pd.notna(r.se) else f"{r.mean:.0f}" for r in rows.itertuples()}
-        lines.append(f"| {method} | {policy} | {cells.get('light', '-')} | {cells.get('heavy', '-')} | {int(rows['seeds'].max())} |")
+        lines.append(
+            f"| {method} | {policy} | {cells.get('light', '-')} | {cells.get('heavy', '-')} | {int(rows['seeds'].max())} |"
+        )
     return "\n".join(lines)
 
 
@@ -61,11 +63,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories; the method is the name before -lr")
     parser.add_argument("--episodes", type=int, default=5, help="episodes per policy and task (default 5)")
-    parser.add_argument("--key", default="mass", help="task parameter that splits light (< 1) from heavy (> 1) tasks (default mass)")
+    parser.add_argument(
+        "--key", default="mass", help="task parameter that splits light (< 1) from heavy (> 1) tasks (default mass)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="directory for per-task.csv and per-task.md")
     args = parser.parse_args(argv)
     table = pd.concat([per_run(run, args.episodes, args.key) for run in args.runs], ignore_index=True)
-    summary = table.groupby(["method", "policy", "kind"], sort=False)["mean"].agg(mean="mean", se="sem", seeds="size").reset_index()
+    summary = (
+        table.groupby(["method", "policy", "kind"], sort=False)["mean"]
+        .agg(mean="mean", se="sem", seeds="size")
+        .reset_index()
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "per-task.csv", index=False)
     text = markdown(summary)

@@ -82,21 +82,42 @@ class Sweep:
             raise SystemExit(f"sweep: cannot read {path}: {err}") from None
         unknown = set(values) - {"name", "train_config", "train", "variants", *STAGES}
         if unknown or not values.get("variants") or "sweep" not in values:
-            raise SystemExit(f"sweep: {path} needs name, [sweep] and [variants.NAME] tables (unknown keys: {sorted(unknown)})")
+            raise SystemExit(
+                f"sweep: {path} needs name, [sweep] and [variants.NAME] tables (unknown keys: {sorted(unknown)})"
+            )
         base = values.get("train_config")
-        return cls(path, values.get("name", path.stem), (path.parent / base).resolve() if base else None, values.get("train", {}),
-                   {stage: values.get(stage, {}) for stage in STAGES}, values["variants"])
+        return cls(
+            path,
+            values.get("name", path.stem),
+            (path.parent / base).resolve() if base else None,
+            values.get("train", {}),
+            {stage: values.get(stage, {}) for stage in STAGES},
+            values["variants"],
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_file", type=Path, help="the sweep's TOML file")
-    parser.add_argument("--stage", choices=STAGES, default="sweep", help="sweep: the grid of rates; best: each method at its best rate")
+    parser.add_argument(
+        "--stage", choices=STAGES, default="sweep", help="sweep: the grid of rates; best: each method at its best rate"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2)")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs/sweeps"), help="where run directories go (default runs/sweeps)")
-    parser.add_argument("--out-dir", type=Path, default=Path("experiments/results"), help="figures, CSVs and results.md go to OUT_DIR/<name>")
-    parser.add_argument("--report-only", action="store_true", help="train nothing: tables and figures from the complete runs there are")
-    parser.add_argument("--quick", action="store_true", help="60k steps, 2 seeds, into RUNS_DIR/<name>-quick: checks the pipeline")
+    parser.add_argument(
+        "--runs-dir", type=Path, default=Path("runs/sweeps"), help="where run directories go (default runs/sweeps)"
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("experiments/results"),
+        help="figures, CSVs and results.md go to OUT_DIR/<name>",
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="train nothing: tables and figures from the complete runs there are"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="60k steps, 2 seeds, into RUNS_DIR/<name>-quick: checks the pipeline"
+    )
     parser.add_argument("--variants", default=None, help="comma list: only these variants of the sweep file")
     return parser.parse_args(argv)
 
@@ -127,15 +148,23 @@ def flags(options: dict[str, Any]) -> list[str]:
     return out
 
 
-def jobs(sweep: Sweep, stage: str, settings: dict[str, Any], rates: dict[str, float], only: list[str] | None) -> list[Job]:
+def jobs(
+    sweep: Sweep, stage: str, settings: dict[str, Any], rates: dict[str, float], only: list[str] | None
+) -> list[Job]:
     """Every run of a stage, seed outermost: a sweep cut short has every method and rate of its first seeds."""
     base = ["--config", str(sweep.train_config)] if sweep.train_config else []
     variants = [v for v in sweep.variants if only is None or v in only]
     out = []
     for seed in settings["seeds"]:
         for variant in variants:
-            for lr in (settings["lrs"] if stage == "sweep" else [rates[variant]]):
-                options = {**sweep.train, **sweep.variants[variant], "total_steps": settings["total_steps"], "lr": lr, "seed": seed}
+            for lr in settings["lrs"] if stage == "sweep" else [rates[variant]]:
+                options = {
+                    **sweep.train,
+                    **sweep.variants[variant],
+                    "total_steps": settings["total_steps"],
+                    "lr": lr,
+                    "seed": seed,
+                }
                 out.append(Job(variant, float(lr), int(seed), (*base, *flags(options), "--threads=1", "--no-progress")))
     return out
 
@@ -165,7 +194,15 @@ def state(run_dir: Path, job: Job) -> str:
 
 
 def command(job: Job, run_dir: Path, how: str) -> list[str]:
-    return [sys.executable, "-m", "diffdac", "train", *job.flags, f"--log-dir={run_dir}", "--resume" if how == "partial" else "--overwrite"]
+    return [
+        sys.executable,
+        "-m",
+        "diffdac",
+        "train",
+        *job.flags,
+        f"--log-dir={run_dir}",
+        "--resume" if how == "partial" else "--overwrite",
+    ]
 
 
 def run(job: Job, stage_dir: Path, window: int) -> str:
@@ -176,8 +213,13 @@ def run(job: Job, stage_dir: Path, window: int) -> str:
         return f"{job.name}: complete, kept"
     start = time.perf_counter()
     with open(stage_dir / f"{job.name}.log", "a") as log:
-        done = subprocess.run(command(job, run_dir, how), stdout=log, stderr=subprocess.STDOUT, check=False,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        done = subprocess.run(
+            command(job, run_dir, how),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
     if done.returncode != 0:
         return f"{job.name}: FAILED (exit {done.returncode}); see {stage_dir / job.name}.log"
     return f"{job.name}: {'resumed' if how == 'partial' else 'trained'} in {time.perf_counter() - start:.0f}s, score {score(run_dir, window):.1f}"
@@ -202,8 +244,17 @@ def score(run_dir: Path, window: int) -> float:
 
 def scores(todo: list[Job], stage_dir: Path, window: int) -> pd.DataFrame:
     """One row per complete run: variant, lr, seed, score, run directory."""
-    rows = [{"variant": j.variant, "lr": j.lr, "seed": j.seed, "score": score(stage_dir / j.name, window), "run": str(stage_dir / j.name)}
-            for j in todo if state(stage_dir / j.name, j) == "complete"]
+    rows = [
+        {
+            "variant": j.variant,
+            "lr": j.lr,
+            "seed": j.seed,
+            "score": score(stage_dir / j.name, window),
+            "run": str(stage_dir / j.name),
+        }
+        for j in todo
+        if state(stage_dir / j.name, j) == "complete"
+    ]
     return pd.DataFrame(rows, columns=["variant", "lr", "seed", "score", "run"])
 
 
@@ -233,7 +284,14 @@ def draw_sweep(stats: pd.DataFrame, title: str, out: Path) -> None:
         rows = rows.sort_values("lr")
         seeds = int(rows["seeds"].min())
         ax.plot(rows["lr"], rows["mean"], marker="o", color=f"C{i}", label=f"{variant} ({seeds}+ seeds)")
-        ax.fill_between(rows["lr"], rows["mean"] - rows["se"].fillna(0), rows["mean"] + rows["se"].fillna(0), color=f"C{i}", alpha=0.2, linewidth=0)
+        ax.fill_between(
+            rows["lr"],
+            rows["mean"] - rows["se"].fillna(0),
+            rows["mean"] + rows["se"].fillna(0),
+            color=f"C{i}",
+            alpha=0.2,
+            linewidth=0,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (RMSprop)")
     ax.set_ylabel("final score (task-weighted return)")
@@ -255,19 +313,28 @@ def markdown_table(stats: pd.DataFrame) -> str:
 
 
 def describe(sweep: Sweep, settings: dict[str, Any], stage: str) -> str:
-    base = f"`{sweep.train_config.relative_to(Path.cwd())}`" if sweep.train_config and sweep.train_config.is_relative_to(Path.cwd()) else (
-        f"`{sweep.train_config}`" if sweep.train_config else "diffdac's defaults")
+    base = (
+        f"`{sweep.train_config.relative_to(Path.cwd())}`"
+        if sweep.train_config and sweep.train_config.is_relative_to(Path.cwd())
+        else (f"`{sweep.train_config}`" if sweep.train_config else "diffdac's defaults")
+    )
     over = ", ".join(f"{' '.join(flags({k: v}))}" for k, v in sweep.train.items())
     rates = f"learning rates {', '.join(f'{lr:g}' for lr in settings['lrs'])}; " if stage == "sweep" else ""
-    return (f"Options: {base}{' with ' + over if over else ''}; {rates}seeds {', '.join(map(str, settings['seeds']))}; "
-            f"{settings['total_steps']:,} env steps per run; score over the last {settings['final_window']:,} env steps.")
+    return (
+        f"Options: {base}{' with ' + over if over else ''}; {rates}seeds {', '.join(map(str, settings['seeds']))}; "
+        f"{settings['total_steps']:,} env steps per run; score over the last {settings['final_window']:,} env steps."
+    )
 
 
 def variant_lines(sweep: Sweep) -> list[str]:
-    return [f"- `{name}`: `{' '.join(flags(options)) or '(the options above)'}`" for name, options in sweep.variants.items()]
+    return [
+        f"- `{name}`: `{' '.join(flags(options)) or '(the options above)'}`" for name, options in sweep.variants.items()
+    ]
 
 
-def report_sweep(sweep: Sweep, settings: dict[str, Any], todo: list[Job], stage_dir: Path, out_dir: Path) -> pd.DataFrame:
+def report_sweep(
+    sweep: Sweep, settings: dict[str, Any], todo: list[Job], stage_dir: Path, out_dir: Path
+) -> pd.DataFrame:
     """sweep.csv (every run), sweep-summary.csv (per rate), sweep.png, and the sweep's part of results.md."""
     table = scores(todo, stage_dir, settings["final_window"])
     if table.empty:
@@ -278,11 +345,28 @@ def report_sweep(sweep: Sweep, settings: dict[str, Any], todo: list[Job], stage_
     stats.to_csv(out_dir / "sweep-summary.csv", index=False)
     draw_sweep(stats, f"{sweep.name}: final score against learning rate", out_dir / "sweep.png")
     best = best_rates(stats)
-    section = "\n".join([
-        "## Learning-rate sweep", "", describe(sweep, settings, "sweep"), "", *variant_lines(sweep), "",
-        f"{len(table)} of {len(todo)} runs complete.", "", "Each method at its best learning rate:", "", markdown_table(best), "",
-        "Every rate:", "", markdown_table(stats), "", "![score against learning rate](sweep.png)", "",
-    ])
+    section = "\n".join(
+        [
+            "## Learning-rate sweep",
+            "",
+            describe(sweep, settings, "sweep"),
+            "",
+            *variant_lines(sweep),
+            "",
+            f"{len(table)} of {len(todo)} runs complete.",
+            "",
+            "Each method at its best learning rate:",
+            "",
+            markdown_table(best),
+            "",
+            "Every rate:",
+            "",
+            markdown_table(stats),
+            "",
+            "![score against learning rate](sweep.png)",
+            "",
+        ]
+    )
     (out_dir / "sweep.md").write_text(section)
     print(markdown_table(best))
     return best
@@ -302,14 +386,36 @@ def report_best(sweep: Sweep, settings: dict[str, Any], todo: list[Job], stage_d
     runs_in_order = [r for v in order for r in complete if Path(r).name.startswith(f"{v}-lr")]
     labels = [opt for v in order for opt in ("--label", f"{v} (lr {stats.set_index('variant').loc[v, 'lr']:g})")]
     title = f"{sweep.name}: each method at its best learning rate"
-    status = cli.main(["plot", *map(str, runs_in_order), "--out", str(out_dir / "best.png"), "--csv", str(out_dir / "best-curves.csv"),
-                       "--disagreement", "--bin-steps", str(settings["final_window"] // 5), "--title", title, *labels])
+    status = cli.main(
+        [
+            "plot",
+            *map(str, runs_in_order),
+            "--out",
+            str(out_dir / "best.png"),
+            "--csv",
+            str(out_dir / "best-curves.csv"),
+            "--disagreement",
+            "--bin-steps",
+            str(settings["final_window"] // 5),
+            "--title",
+            title,
+            *labels,
+        ]
+    )
     if status != 0:
         raise SystemExit(status)
-    section = "\n".join([
-        "## Each method at its best learning rate", "", describe(sweep, settings, "best"), "",
-        markdown_table(stats), "", "![learning curves at the best rates](best.png)", "",
-    ])
+    section = "\n".join(
+        [
+            "## Each method at its best learning rate",
+            "",
+            describe(sweep, settings, "best"),
+            "",
+            markdown_table(stats),
+            "",
+            "![learning curves at the best rates](best.png)",
+            "",
+        ]
+    )
     (out_dir / "best.md").write_text(section)
     print(markdown_table(stats))
 
@@ -318,11 +424,18 @@ def write_results(sweep: Sweep, out_dir: Path, argv: list[str]) -> None:
     """results.md: provenance, then the sections of the stages that have been reported."""
     sections = [(out_dir / f"{stage}.md").read_text() for stage in STAGES if (out_dir / f"{stage}.md").is_file()]
     cmd = "python experiments/sweep.py " + " ".join(shlex.quote(a) for a in argv)
-    (out_dir / "results.md").write_text("\n".join([
-        f"# {sweep.name}", "",
-        f"Made by `{cmd}` (and the same with `--stage best`), diffdac {__version__}, on a {os.cpu_count()}-core "
-        f"{platform.machine()} machine; sweep file `{sweep.path}`.", "", *sections,
-    ]))
+    (out_dir / "results.md").write_text(
+        "\n".join(
+            [
+                f"# {sweep.name}",
+                "",
+                f"Made by `{cmd}` (and the same with `--stage best`), diffdac {__version__}, on a {os.cpu_count()}-core "
+                f"{platform.machine()} machine; sweep file `{sweep.path}`.",
+                "",
+                *sections,
+            ]
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

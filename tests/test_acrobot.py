@@ -108,7 +108,9 @@ def test_unknown_family_is_rejected():
         sample_acrobot_task("medium", 0)
 
 
-@pytest.mark.parametrize("env_id", ["diffdac/Acrobot-v1", "diffdac/RandomNormalAcrobot-v1", "diffdac/RandomExtremeAcrobot-v1"])
+@pytest.mark.parametrize(
+    "env_id", ["diffdac/Acrobot-v1", "diffdac/RandomNormalAcrobot-v1", "diffdac/RandomExtremeAcrobot-v1"]
+)
 def test_registered_ids_build_with_task_seed(env_id):
     env = gymnasium.make(env_id, task_seed=42)
     family = {"diffdac/Acrobot-v1": "standard"}.get(env_id, "normal" if "Normal" in env_id else "extreme")
@@ -136,6 +138,6 @@ def test_layout_independence():
     for _ in range(600):
         actions = rng.integers(0, 3, size=(4, E))
         a = whole.step(actions)
-        b = [p.step(actions[2 * i: 2 * i + 2]) for i, p in enumerate(parts)]
+        b = [p.step(actions[2 * i : 2 * i + 2]) for i, p in enumerate(parts)]
         for field in ("obs", "reward", "terminated", "truncated", "final_obs", "episode_return", "episode_length"):
             assert np.array_equal(getattr(a, field), np.concatenate([getattr(r, field) for r in b])), field

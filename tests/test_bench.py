@@ -21,7 +21,9 @@ def test_the_processes_scenario_is_registered_and_the_default():
     assert "processes" in bench.SCENARIOS and _args().scenario == "processes"
 
 
-@pytest.mark.parametrize("argv,counts", [((), [1, 2, 4]), (("--num-learners", "1"), [1]), (("--processes", "3,8"), [1, 3])])
+@pytest.mark.parametrize(
+    "argv,counts", [((), [1, 2, 4]), (("--num-learners", "1"), [1]), (("--processes", "3,8"), [1, 3])]
+)
 def test_process_counts_always_start_at_one_and_never_exceed_the_learners(argv, counts):
     assert bench.process_counts(_args(*argv)) == counts
 
@@ -31,7 +33,9 @@ def test_rows_hold_the_median_and_the_ratio_to_one_process(monkeypatch):
     monkeypatch.setattr(bench, "launch_training", lambda p, options: (speeds[p].pop(), 1.5))
     rows = bench.SCENARIOS["processes"](_args("--num-learners", "4", "--repeats", "3"))
     assert [(r["processes"], r["learners_per_process"], r["steps_per_s"], r["ratio_to_1"]) for r in rows] == [
-        (1, "4", 200.0, 1.0), (2, "2", 400.0, 2.0), (4, "1", 50.0, 0.25),
+        (1, "4", 200.0, 1.0),
+        (2, "2", 400.0, 2.0),
+        (4, "1", 50.0, 0.25),
     ]
     table = bench.format_table(rows).splitlines()
     assert table[0].split() == list(rows[0]) and len(table) == 4 and len({len(line) for line in table}) == 1
@@ -53,17 +57,32 @@ def test_bad_options_exit_2(argv, capsys):
 
 
 def test_bench_measures_real_runs_at_one_and_two_processes(capsys):
-    argv = ["bench", "--num-learners", "2", "--envs-per-learner", "2", "--total-steps", "2000", "--repeats", "1", "--json"]
+    argv = [
+        "bench",
+        "--num-learners",
+        "2",
+        "--envs-per-learner",
+        "2",
+        "--total-steps",
+        "2000",
+        "--repeats",
+        "1",
+        "--json",
+    ]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["scenario"] == "processes" and [r["processes"] for r in report["rows"]] == [1, 2]
-    assert all(r["steps_per_s"] > 0 and r["wall_s"] > 0 for r in report["rows"]) and report["rows"][0]["ratio_to_1"] == 1.0
+    assert (
+        all(r["steps_per_s"] > 0 and r["wall_s"] > 0 for r in report["rows"]) and report["rows"][0]["ratio_to_1"] == 1.0
+    )
 
 
 def test_the_mujoco_scenario_puts_every_setup_against_the_stock_robot_alone(monkeypatch):
     monkeypatch.setattr(bench, "stock_env_steps_per_s", lambda env_id, steps, seed: {0: 100.0, 1: 300.0}[seed])
     batch = {"Hopper-v5": 250.0, "diffdac/RandomMassHopper-v5": 150.0}
-    monkeypatch.setattr(bench, "task_batch_steps_per_s", lambda env_id, learners, sims, steps, seed: batch[env_id] + seed)
+    monkeypatch.setattr(
+        bench, "task_batch_steps_per_s", lambda env_id, learners, sims, steps, seed: batch[env_id] + seed
+    )
     monkeypatch.setattr(bench, "launch_training", lambda p, options: (50.0, 2.0))
     rows = bench.SCENARIOS["mujoco"](_args("--scenario", "mujoco", "--repeats", "2"))
     assert [(r["setup"], r["learners_x_sims"], r["steps_per_s"], r["ratio_to_stock"]) for r in rows] == [
@@ -76,13 +95,27 @@ def test_the_mujoco_scenario_puts_every_setup_against_the_stock_robot_alone(monk
 
 def test_the_mujoco_scenario_refuses_an_id_that_is_not_a_mujoco_variant(capsys):
     assert main(["bench", "--scenario", "mujoco", "--env", "CartPole-v1"]) == 2
-    assert capsys.readouterr().err.startswith("diffdac: error: --scenario mujoco: 'CartPole-v1' is not a MuJoCo task variant")
+    assert capsys.readouterr().err.startswith(
+        "diffdac: error: --scenario mujoco: 'CartPole-v1' is not a MuJoCo task variant"
+    )
 
 
 def test_the_mujoco_scenario_measures_real_stepping_and_training(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv = ["bench", "--scenario", "mujoco", "--num-learners", "2", "--envs-per-learner", "2", "--total-steps", "400",
-            "--repeats", "1", "--json"]
+    argv = [
+        "bench",
+        "--scenario",
+        "mujoco",
+        "--num-learners",
+        "2",
+        "--envs-per-learner",
+        "2",
+        "--total-steps",
+        "400",
+        "--repeats",
+        "1",
+        "--json",
+    ]
     assert main(argv) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [r["learners_x_sims"] for r in rows] == ["1", "2x2", "2x2", "2x2"] and rows[0]["ratio_to_stock"] == 1.0
@@ -109,14 +142,32 @@ def test_setups_take_an_optional_thread_count():
 def test_the_speed_scenario_measures_real_runs_against_the_peer(capsys, monkeypatch):
     peer_calls = []
     monkeypatch.setattr(bench, "sb3_peer_steps_per_s", lambda steps: peer_calls.append(steps) or 1000.0)
-    assert main(["bench", "--scenario", "speed", "--setups", "2x2,3x1@2", "--total-steps", "2000", "--repeats", "1", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--scenario",
+                "speed",
+                "--setups",
+                "2x2,3x1@2",
+                "--total-steps",
+                "2000",
+                "--repeats",
+                "1",
+                "--json",
+            ]
+        )
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert peer_calls == [100_000] and rows[0]["steps_per_s"] == 1000.0
     assert [r["setup"] for r in rows[1:]] == ["diffdac 2x2 ring", "diffdac 3x1@2 ring"]
     for row in rows[1:]:
         assert row["steps_per_s"] > 0 and row["ratio_to_peer"] == round(row["steps_per_s"] / 1000.0, 2)
         assert 50 < row["peak_rss_mb"] < 4000
-    assert rows[1]["combine_ms"] == "" and rows[2]["combine_ms"] > 0  # the combine step is timed for 1-simulator set-ups
+    assert (
+        rows[1]["combine_ms"] == "" and rows[2]["combine_ms"] > 0
+    )  # the combine step is timed for 1-simulator set-ups
 
 
 def test_without_stable_baselines3_the_peer_row_says_how_to_get_it(capsys, monkeypatch):

@@ -10,11 +10,16 @@ from diffdac.cli import build_parser, config_from_args, main
 
 
 def _run(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "diffdac", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "diffdac", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 BAD_TRAIN_INPUT = [
-    (["--adjacency", "[[0,1,0],[0,0,1],[0,1,0]]", "--num-learners", "3"], "not symmetric: entry (0,1) is 1 but (1,0) is 0"),
+    (
+        ["--adjacency", "[[0,1,0],[0,0,1],[0,1,0]]", "--num-learners", "3"],
+        "not symmetric: entry (0,1) is 1 but (1,0) is 0",
+    ),
     (["--adjacency", "[[0,1],[1,0]]", "--num-learners", "3"], "2x2"),
     (["--adjacency", "[[0,2],[2,0]]", "--num-learners", "2"], "must be 0 or 1"),
     (["--adjacency", "[[1,1],[1,0]]", "--num-learners", "2"], "diagonal"),
@@ -63,8 +68,22 @@ def _adjacency_directory(root: Path) -> None:
 
 
 def _other_run(root: Path) -> None:
-    main(["train", "--log-dir", str(root / "old"), "--num-learners", "2", "--envs-per-learner", "1", "--total-steps", "100",
-          "--hidden", "8", "--no-progress"])
+    main(
+        [
+            "train",
+            "--log-dir",
+            str(root / "old"),
+            "--num-learners",
+            "2",
+            "--envs-per-learner",
+            "1",
+            "--total-steps",
+            "100",
+            "--hidden",
+            "8",
+            "--no-progress",
+        ]
+    )
 
 
 BAD_INPUT_WITH_FILES = [
@@ -111,21 +130,42 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_is_written(tmp_path, m
 def test_the_module_form_reports_bad_input_without_a_traceback(tmp_path):
     result = _run("train", "--adjacency", "[[0,1,0],[0,0,1],[0,1,0]]", "--num-learners", "3", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == ["diffdac: error: " + result.stderr.split("diffdac: error: ")[1].strip()]
+    assert result.stderr.strip().splitlines() == [
+        "diffdac: error: " + result.stderr.split("diffdac: error: ")[1].strip()
+    ]
 
 
 def test_a_directory_that_holds_a_run_is_refused_unless_overwrite(tmp_path):
-    common = ["train", "--log-dir", str(tmp_path / "run"), "--num-learners", "2", "--envs-per-learner", "1",
-              "--total-steps", "200", "--hidden", "8", "--no-progress"]
+    common = [
+        "train",
+        "--log-dir",
+        str(tmp_path / "run"),
+        "--num-learners",
+        "2",
+        "--envs-per-learner",
+        "1",
+        "--total-steps",
+        "200",
+        "--hidden",
+        "8",
+        "--no-progress",
+    ]
     assert main(common) == 0
     assert main(common) == 2
     assert main([*common, "--overwrite"]) == 0
 
 
 def test_every_config_field_is_an_option():
-    args = build_parser().parse_args(["train", "--num-learners", "5", "--normalize", "obs,reward", "--separate-init", "--gae-lambda", "0.9"])
+    args = build_parser().parse_args(
+        ["train", "--num-learners", "5", "--normalize", "obs,reward", "--separate-init", "--gae-lambda", "0.9"]
+    )
     config = config_from_args(args)
-    assert config.num_learners == 5 and config.normalize == ("obs", "reward") and config.separate_init and config.gae_lambda == 0.9
+    assert (
+        config.num_learners == 5
+        and config.normalize == ("obs", "reward")
+        and config.separate_init
+        and config.gae_lambda == 0.9
+    )
 
 
 def test_adjacency_replaces_the_default_topology():

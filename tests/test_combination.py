@@ -1,6 +1,5 @@
 """Combination weights: stochasticity, canonical order, SLEM, and sparse cost."""
 
-
 import networkx as nx
 import numpy as np
 import pytest

@@ -41,7 +41,13 @@ def test_the_command_line_overrides_the_file(tmp_path):
     path = tmp_path / "my.toml"
     path.write_text('lr = 0.01\nnum-learners = 6\ntopology = "full"\nnormalize = "obs"\n')
     config = _config("--config", str(path), "--lr", "0.02", "--adjacency", "[[0,1],[1,0]]", "--num-learners", "2")
-    assert (config.lr, config.num_learners, config.topology, config.adjacency, config.normalize) == (0.02, 2, None, "[[0,1],[1,0]]", ("obs",))
+    assert (config.lr, config.num_learners, config.topology, config.adjacency, config.normalize) == (
+        0.02,
+        2,
+        None,
+        "[[0,1],[1,0]]",
+        ("obs",),
+    )
 
 
 def test_a_run_repeats_from_its_config_json_with_another_seed(tmp_path):
@@ -51,16 +57,21 @@ def test_a_run_repeats_from_its_config_json_with_another_seed(tmp_path):
     assert main(["train", "--config", str(first / "config.json"), "--seed", "1", "--log-dir", str(second)]) == 0
     a, b = (json.loads((d / "config.json").read_text()) for d in (first, second))
     assert b["seed"] == 1 and b["log_dir"] == str(second)
-    assert {k: v for k, v in a.items() if k not in ("seed", "log_dir")} == {k: v for k, v in b.items() if k not in ("seed", "log_dir")}
+    assert {k: v for k, v in a.items() if k not in ("seed", "log_dir")} == {
+        k: v for k, v in b.items() if k not in ("seed", "log_dir")
+    }
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("lr = [", "is not valid TOML"),
-    ("learning-rate = 0.1", "unknown option 'learning-rate'"),
-    ("max_grad = 0.1", "did you mean max-grad-norm?"),
-    ('lr = "fast"', "--lr must be a number"),
-    ('time_limit = "never"', "--time-limit takes bootstrap or terminal"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("lr = [", "is not valid TOML"),
+        ("learning-rate = 0.1", "unknown option 'learning-rate'"),
+        ("max_grad = 0.1", "did you mean max-grad-norm?"),
+        ('lr = "fast"', "--lr must be a number"),
+        ('time_limit = "never"', "--time-limit takes bootstrap or terminal"),
+    ],
+)
 def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path, capsys, text, expected):
     (tmp_path / "bad.toml").write_text(text)
     assert _exit_status(["train", "--config", str(tmp_path / "bad.toml"), "--log-dir", str(tmp_path / "run")]) == 2
@@ -96,8 +107,10 @@ def test_runs_from_before_mass_scaling_existed_keep_the_scaling_they_had(tmp_pat
 def test_mass_scaling_reaches_the_mujoco_models(tmp_path):
     from diffdac.prepare import make_tasks
 
-    stock, original = (make_tasks(TrainConfig(env="diffdac/RandomMassHopper-v5", num_learners=1, mass_scaling=m), [0], 1)
-                       for m in ("mass-and-inertia", "body-mass"))
+    stock, original = (
+        make_tasks(TrainConfig(env="diffdac/RandomMassHopper-v5", num_learners=1, mass_scaling=m), [0], 1)
+        for m in ("mass-and-inertia", "body-mass")
+    )
     models = [batch._envs[0].unwrapped.model for batch in (stock, original)]
     assert (models[0].body_mass == models[1].body_mass).all()
     assert (models[0].body_inertia != models[1].body_inertia).any()

@@ -74,8 +74,17 @@ def test_the_training_combine_step_equals_the_dense_combination(topology):
     from diffdac.methods import method_for
     from diffdac.prepare import make_tasks, resolve_defaults
 
-    config = resolve_defaults(TrainConfig(num_learners=9, topology=topology, edge_prob=0.5, hidden=8, separate_init=True,
-                                                normalize=("obs",), envs_per_learner=2).validate())
+    config = resolve_defaults(
+        TrainConfig(
+            num_learners=9,
+            topology=topology,
+            edge_prob=0.5,
+            hidden=8,
+            separate_init=True,
+            normalize=("obs",),
+            envs_per_learner=2,
+        ).validate()
+    )
     graph = topologies.resolve_graph(config.topology, None, 9, config.edge_prob, config.seed)
     ids = np.arange(9)
     method = method_for(config, graph)

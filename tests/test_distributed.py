@@ -34,8 +34,21 @@ from diffdac.training import train
 # 5 learners: P = 2 gives blocks of 3 and 2, P = 4 blocks of 2, 1, 1, 1. Normalisers make
 # the float64 statistics travel too.
 OPTIONS = [
-    "--num-learners", "5", "--envs-per-learner", "2", "--total-steps", "5000", "--hidden", "16",
-    "--log-interval", "1000", "--lr", "0.01", "--normalize", "obs,reward", "--no-progress",
+    "--num-learners",
+    "5",
+    "--envs-per-learner",
+    "2",
+    "--total-steps",
+    "5000",
+    "--hidden",
+    "16",
+    "--log-interval",
+    "1000",
+    "--lr",
+    "0.01",
+    "--normalize",
+    "obs,reward",
+    "--no-progress",
 ]
 LOST = re.compile(r"^diffdac: training stopped: rank \d lost peer rank \d at update \d+: \S.*$")
 
@@ -122,13 +135,19 @@ def test_plans_agree_between_ranks_and_yield_the_combiners_buffer(world_size):
 @pytest.mark.parametrize("topology,processes", [("ring", 2), ("ring", 4), ("full", 2)])
 def test_processes_reproduce_the_one_process_run(single, tmp_path, topology, processes):
     run_dir = tmp_path / "run"
-    command = _torchrun("--nproc-per-node", str(processes), "--master-addr", "127.0.0.1", "--master-port", str(_free_port()))
-    done = subprocess.run([*command, *_train_args(run_dir, topology)], env=_env(), capture_output=True, text=True, timeout=120)
+    command = _torchrun(
+        "--nproc-per-node", str(processes), "--master-addr", "127.0.0.1", "--master-port", str(_free_port())
+    )
+    done = subprocess.run(
+        [*command, *_train_args(run_dir, topology)], env=_env(), capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     _assert_same_run(single[topology], run_dir)
     last = checkpoint.latest(run_dir)
     assert last.complete and last.world_size == processes
-    assert [p.name for p in last.rank_paths(run_dir)] == sorted(p.name for p in (run_dir / "checkpoints").glob(f"step{last.steps:012d}.rank*.pt"))
+    assert [p.name for p in last.rank_paths(run_dir)] == sorted(
+        p.name for p in (run_dir / "checkpoints").glob(f"step{last.steps:012d}.rank*.pt")
+    )
     assert '"world_size": ' + str(processes) in (run_dir / "config.json").read_text()
 
 
@@ -137,9 +156,27 @@ def test_two_nodes_of_two_processes_reproduce_the_one_process_run(single, tmp_pa
     run_dir, endpoint = tmp_path / "run", f"127.0.0.1:{_free_port()}"
     nodes = [
         subprocess.Popen(
-            [*_torchrun("--nnodes", "2", "--node-rank", str(node), "--nproc-per-node", "2", "--rdzv-backend", "c10d",
-                        "--rdzv-endpoint", endpoint, "--rdzv-id", "test"), *_train_args(run_dir, "full")],
-            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                *_torchrun(
+                    "--nnodes",
+                    "2",
+                    "--node-rank",
+                    str(node),
+                    "--nproc-per-node",
+                    "2",
+                    "--rdzv-backend",
+                    "c10d",
+                    "--rdzv-endpoint",
+                    endpoint,
+                    "--rdzv-id",
+                    "test",
+                ),
+                *_train_args(run_dir, "full"),
+            ],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for node in (0, 1)
     ]
@@ -161,8 +198,12 @@ def _launch(run_dir: Path, world_size: int, *more: str) -> list[subprocess.Popen
     return [
         subprocess.Popen(
             [sys.executable, "-m", "diffdac", *_train_args(run_dir, "ring", *more)],
-            env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=_env(
+                RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=port
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for r in range(world_size)
     ]
@@ -229,7 +270,13 @@ def test_bad_input_is_reported_once_by_rank_0_and_every_rank_exits_2(tmp_path, l
 
 def test_torchrun_shows_the_error_once_and_no_traceback_of_ours(tmp_path):
     command = _torchrun("--nproc-per-node", "2", "--master-port", str(_free_port()))
-    done = subprocess.run([*command, *_train_args(tmp_path / "run", "ring", "--no-such-option")], env=_env(), capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*command, *_train_args(tmp_path / "run", "ring", "--no-such-option")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     output = done.stdout + done.stderr
     assert done.returncode != 0 and output.count("diffdac: error: unrecognized arguments: --no-such-option") == 1
     assert "exitcode  : 2" in output and f'File "{Path(diffdac.__file__).parent}' not in output
@@ -255,12 +302,15 @@ def test_a_killed_world_resumes_under_torchrun_to_the_one_process_run(tmp_path, 
     _assert_same_run(reference, run_dir)
 
 
-@pytest.mark.parametrize("method", [
-    ("--method", "centralized"),
-    ("--method", "isolated"),
-    ("--method", "gala", "--peers-per-round", "2"),
-    ("--link-drop", "0.3", "--max-staleness", "2", "--fail-learner", "3@2500"),
-])
+@pytest.mark.parametrize(
+    "method",
+    [
+        ("--method", "centralized"),
+        ("--method", "isolated"),
+        ("--method", "gala", "--peers-per-round", "2"),
+        ("--link-drop", "0.3", "--max-staleness", "2", "--fail-learner", "3@2500"),
+    ],
+)
 def test_each_method_gives_the_same_numbers_in_one_and_two_processes(tmp_path, launched, method):
     reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *method))))
     procs = _launch(tmp_path / "run", 2, *method)
@@ -268,7 +318,9 @@ def test_each_method_gives_the_same_numbers_in_one_and_two_processes(tmp_path, l
     outputs = [proc.communicate(timeout=120)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     _assert_same_run(reference, tmp_path / "run")
-    progress = [pd.read_csv(d / "progress.csv").drop(columns=["time", "steps_per_s"]) for d in (reference, tmp_path / "run")]
+    progress = [
+        pd.read_csv(d / "progress.csv").drop(columns=["time", "steps_per_s"]) for d in (reference, tmp_path / "run")
+    ]
     pd.testing.assert_frame_equal(*progress)
 
 
@@ -283,5 +335,7 @@ def test_the_task_weighted_score_is_the_same_in_one_and_two_processes(tmp_path, 
     scores = [pd.read_csv(d / "progress.csv")["score"] for d in (reference, tmp_path / "run")]
     assert scores[0].notna().all() and len(scores[0]) == 3
     pd.testing.assert_series_equal(*scores, check_exact=True)
-    per_learner = pd.Series({name: len(f) for name, f in _episodes(reference).items()}).groupby(lambda name: name[:10]).sum()
+    per_learner = (
+        pd.Series({name: len(f) for name, f in _episodes(reference).items()}).groupby(lambda name: name[:10]).sum()
+    )
     assert len(per_learner) == 5 and per_learner.min() > 10  # more than each learner's window of 10 holds

@@ -20,7 +20,9 @@ def _exit_status(argv: list[str]) -> int:
 
 
 def _run(root: Path, name: str, **overrides) -> Path:
-    options = dict(num_learners=3, envs_per_learner=2, hidden=16, total_steps=3000, log_dir=str(root / name), progress=False)
+    options = dict(
+        num_learners=3, envs_per_learner=2, hidden=16, total_steps=3000, log_dir=str(root / name), progress=False
+    )
     return train(TrainConfig(**{**options, **overrides}))
 
 
@@ -90,11 +92,14 @@ def test_other_gymnasium_ids_evaluate_on_new_task_seeds(tmp_path):
     assert len(rows) == 3 * 2 * 2 and (rows["return"] > 0).all()
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--tasks", "nowhere.csv"], "--tasks takes train, heldout or a tasks.csv"),
-    (["--checkpoint", "123"], "no checkpoint '123'"),
-    (["--episodes", "0"], "--episodes must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--tasks", "nowhere.csv"], "--tasks takes train, heldout or a tasks.csv"),
+        (["--checkpoint", "123"], "no checkpoint '123'"),
+        (["--episodes", "0"], "--episodes must be a positive integer"),
+    ],
+)
 def test_bad_eval_input_is_one_line_and_exit_2(ring, capsys, args, expected):
     assert _exit_status(["eval", str(ring), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -64,12 +64,24 @@ def test_centralized_equals_one_learner_on_the_concatenated_batch():
     with torch.no_grad():
         next_value = one.value(learners.obs.reshape(1, -1, dim)).view(k, sims)
     advantages, returns = compute_returns(
-        ro.rewards, values.detach().view(k, steps, sims).transpose(0, 1), ro.dones, next_value, cfg.gamma, cfg.gae_lambda
+        ro.rewards,
+        values.detach().view(k, steps, sims).transpose(0, 1),
+        ro.dones,
+        next_value,
+        cfg.gamma,
+        cfg.gae_lambda,
     )
     actions = ro.actions.transpose(0, 1).reshape(1, -1)
     logp, entropy = one.evaluate(ro.obs.reshape(1, -1, dim), actions)
-    loss = a2c_loss(logp, entropy, values.reshape(1, -1), returns.permute(1, 0, 2).reshape(1, -1),
-                    advantages.permute(1, 0, 2).reshape(1, -1), cfg.value_coef, cfg.entropy_coef)
+    loss = a2c_loss(
+        logp,
+        entropy,
+        values.reshape(1, -1),
+        returns.permute(1, 0, 2).reshape(1, -1),
+        advantages.permute(1, 0, 2).reshape(1, -1),
+        cfg.value_coef,
+        cfg.entropy_coef,
+    )
     loss.total.sum().backward()
     clip_per_learner(one.flat.grad, cfg.max_grad_norm)
     torch.optim.RMSprop([one.flat], lr=cfg.lr, alpha=cfg.rms_alpha, eps=cfg.rms_eps).step()
@@ -116,7 +128,9 @@ def test_gala_pushes_to_one_peer_per_round_on_the_exponential_graph():
 
 
 def test_gala_at_learning_rate_zero_averages_the_initial_parameters(tmp_path):
-    run_dir = _train(tmp_path, "g", method="gala", lr=0.0, separate_init=True, num_learners=8, envs_per_learner=1, total_steps=2000)
+    run_dir = _train(
+        tmp_path, "g", method="gala", lr=0.0, separate_init=True, num_learners=8, envs_per_learner=1, total_steps=2000
+    )
     tasks = make_tasks(TrainConfig(num_learners=8, envs_per_learner=1), np.arange(8))
     start = Population(tasks.observation_space, tasks.action_space, np.arange(8), 16, 0, True).flat.detach()
     final = checkpoint.gather(run_dir)
@@ -166,8 +180,15 @@ def test_staleness_reads_neighbours_at_most_s_rounds_old():
 
 
 def test_a_failed_learner_stops_leaves_the_graph_and_progress_says_when(tmp_path, capsys):
-    run_dir = _train(tmp_path, "fail", fail_learner=("2@2000",), topology="full", save_every=2000, keep_checkpoints=5,
-                     log_interval=400)
+    run_dir = _train(
+        tmp_path,
+        "fail",
+        fail_learner=("2@2000",),
+        topology="full",
+        save_every=2000,
+        keep_checkpoints=5,
+        log_interval=400,
+    )
     assert "learner 2 left the graph at step 2000" in capsys.readouterr().out
     at_failure = checkpoint.gather(run_dir, manifest=checkpoint.resolve(run_dir, "2000"))
     final = checkpoint.gather(run_dir)
@@ -181,15 +202,18 @@ def test_a_failed_learner_stops_leaves_the_graph_and_progress_says_when(tmp_path
     assert progress.loc[progress["steps"] > 2000, "links"].eq(3).all()  # full graph on 3 learners
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    (dict(method="star"), "unknown --method 'star'"),
-    (dict(link_drop=1.5), "--link-drop is a probability"),
-    (dict(max_staleness=-1), "--max-staleness"),
-    (dict(fail_learner=("9@10",)), "--fail-learner 9@10"),
-    (dict(fail_learner=("x",)), "LEARNER@STEP"),
-    (dict(method="gala", link_drop=0.1), "use them with --method diff-a2c"),
-    (dict(method="gala", peers_per_round=5), "--peers-per-round 5"),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (dict(method="star"), "unknown --method 'star'"),
+        (dict(link_drop=1.5), "--link-drop is a probability"),
+        (dict(max_staleness=-1), "--max-staleness"),
+        (dict(fail_learner=("9@10",)), "--fail-learner 9@10"),
+        (dict(fail_learner=("x",)), "LEARNER@STEP"),
+        (dict(method="gala", link_drop=0.1), "use them with --method diff-a2c"),
+        (dict(method="gala", peers_per_round=5), "--peers-per-round 5"),
+    ],
+)
 def test_bad_method_options_are_refused(overrides, expected):
     with pytest.raises(ConfigError, match=None) as err:
         TrainConfig(**{**SMALL, **overrides}).validate()

@@ -52,8 +52,17 @@ def _seed_where(family: str, predicate) -> int:
 
 
 def _model_arrays(model: mujoco.MjModel) -> list[np.ndarray]:
-    return [model.body_mass, model.body_inertia, model.body_pos, model.geom_size, model.geom_pos, model.jnt_pos,
-            model.qpos0, model.opt.wind, np.array([model.opt.density, model.opt.viscosity])]
+    return [
+        model.body_mass,
+        model.body_inertia,
+        model.body_pos,
+        model.geom_size,
+        model.geom_pos,
+        model.jnt_pos,
+        model.qpos0,
+        model.opt.wind,
+        np.array([model.opt.density, model.opt.viscosity]),
+    ]
 
 
 @pytest.mark.parametrize("env_id", ALL_IDS)
@@ -93,7 +102,9 @@ def test_same_task_seed_same_trajectory():
 @pytest.mark.parametrize("robot", ROBOT_NAMES)
 @pytest.mark.parametrize("family", ["RandomMass", "Random"])
 def test_mass_factor_scales_every_body_mass_and_inertia(robot, family):
-    env = _variant(variant_id(family, robot), _seed_where(family, lambda t: t["mass"] < 0.5), mass_scaling="mass-and-inertia")
+    env = _variant(
+        variant_id(family, robot), _seed_where(family, lambda t: t["mass"] < 0.5), mass_scaling="mass-and-inertia"
+    )
     model, stock, factor = env.model, _stock(robot), env.task["mass"]
     np.testing.assert_allclose(model.body_mass, stock.body_mass * factor, rtol=1e-12)
     np.testing.assert_allclose(model.body_inertia, stock.body_inertia * factor, rtol=1e-12)
@@ -149,7 +160,9 @@ def test_task_draws_follow_the_original_distributions():
     mass = np.array([t["mass"] for t in tasks])
     wind = np.array([[t["wind_x"], t["wind_y"]] for t in tasks])
     length = np.array([sample_mujoco_task("RandomLength", s)["length"] for s in range(400)])
-    assert np.all((mass >= 0.05) & (mass <= 1.95)) and np.mean((mass < 0.2) | (mass > 1.8)) > 0.5  # Beta(0.1, 0.1): U-shaped
+    assert (
+        np.all((mass >= 0.05) & (mass <= 1.95)) and np.mean((mass < 0.2) | (mass > 1.8)) > 0.5
+    )  # Beta(0.1, 0.1): U-shaped
     assert np.all(np.abs(wind) <= 15.0) and wind.std() > 5.0  # 30 * (Beta(0.4, 0.4) - 0.5)
     assert np.all(((length >= 0.5) & (length < 0.75)) | ((length > 1.25) & (length <= 1.5)))
     assert 0.3 < np.mean(length < 1.0) < 0.7
@@ -181,7 +194,9 @@ def _joint_to_parent_limb(model: mujoco.MjModel, robot: str) -> dict[str, float]
         body = model.body(name).id
         parent = model.body_parentid[body]
         if model.body(parent).name in ROBOTS[robot].legs:
-            out[name] = _distance_to_segment(data.xanchor[model.body_jntadr[body]], *_segment(model, data, model.body_geomadr[parent]))
+            out[name] = _distance_to_segment(
+                data.xanchor[model.body_jntadr[body]], *_segment(model, data, model.body_geomadr[parent])
+            )
     return out
 
 
@@ -208,7 +223,9 @@ def test_length_variant_simulates_and_keeps_the_height_observation_meaningful(ro
     stock = _stock(robot)
     env.reset(seed=0)
     torso = env.model.body("torso").id  # the height joint still reads the torso's height, as in the stock robot
-    assert env.data.qpos[1] - env.data.xpos[torso, 2] == pytest.approx(stock.qpos0[1] - stock.body_pos[torso, 2], abs=1e-12)
+    assert env.data.qpos[1] - env.data.xpos[torso, 2] == pytest.approx(
+        stock.qpos0[1] - stock.body_pos[torso, 2], abs=1e-12
+    )
     if ROBOTS[robot].has_healthy_z:
         assert env.is_healthy  # the healthy height range follows the shorter legs
     data = mujoco.MjData(env.model)
@@ -247,8 +264,24 @@ def test_a_variant_pickles_with_its_task():
 
 def test_short_training_run_on_random_mass_hopper(tmp_path):
     run_dir = tmp_path / "run"
-    argv = ["train", "--env", "diffdac/RandomMassHopper-v5", "--num-learners", "2", "--envs-per-learner", "2",
-            "--total-steps", "400", "--log-interval", "200", "--hidden", "8", "--log-dir", str(run_dir), "--no-progress"]
+    argv = [
+        "train",
+        "--env",
+        "diffdac/RandomMassHopper-v5",
+        "--num-learners",
+        "2",
+        "--envs-per-learner",
+        "2",
+        "--total-steps",
+        "400",
+        "--log-interval",
+        "200",
+        "--hidden",
+        "8",
+        "--log-dir",
+        str(run_dir),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     with open(run_dir / "tasks.csv") as f:
         rows = list(csv.DictReader(f))

@@ -24,7 +24,9 @@ def test_uniform_draws_differ_by_step_seed_and_stream_and_fill_the_unit_interval
 
 
 def test_normal_draws_are_standard():
-    z = np.concatenate([noise.Stream(0, noise.ACTION, np.arange(100), 10, 6).normal(step).ravel() for step in range(20)])
+    z = np.concatenate(
+        [noise.Stream(0, noise.ACTION, np.arange(100), 10, 6).normal(step).ravel() for step in range(20)]
+    )
     assert z.shape == (60_000,)
     assert abs(z.mean()) < 0.02 and abs(z.std() - 1.0) < 0.02
 
@@ -32,7 +34,11 @@ def test_normal_draws_are_standard():
 def test_a_stream_draws_from_the_key_that_key_folds():
     """Stream folds the scalar head with Python ints; the draws must still come from `_key(seed, stream, step, k, e, d)`."""
     learners = np.array([0, 5, 2**20])
-    k, e, d = learners.astype(np.uint64)[:, None, None], np.arange(3, dtype=np.uint64)[None, :, None], np.arange(2, dtype=np.uint64)[None, None, :]
+    k, e, d = (
+        learners.astype(np.uint64)[:, None, None],
+        np.arange(3, dtype=np.uint64)[None, :, None],
+        np.arange(2, dtype=np.uint64)[None, None, :],
+    )
     for seed, step in ((0, 0), (7, 12345), (2**40 + 3, 2**33)):
         expected = (noise._key(seed, noise.ACTION, step, k, e, d) >> np.uint64(11)).astype(np.float64) * 2.0**-53
         assert np.array_equal(noise.Stream(seed, noise.ACTION, learners, 3, 2).uniform(step), expected)

@@ -20,11 +20,22 @@ RING_S1 = {(0, 0): [(-100, 50), (-60, 50)], (1, 0): [(-200, 100)]}  # steps 100,
 FULL_S0 = {(0, 0): [(-50, 100)], (1, 0): [(-150, 50)]}  # steps 200 and 100
 
 
-def write_run(path: Path, episodes: dict, seed: int = 0, progress_steps: int | None = 200, tail: str = "", **config) -> Path:
+def write_run(
+    path: Path, episodes: dict, seed: int = 0, progress_steps: int | None = 200, tail: str = "", **config
+) -> Path:
     """A run directory as diffdac train writes it; `tail` is appended unterminated to learner 0's Monitor file."""
     (path / "monitor").mkdir(parents=True)
-    values = {"env": "diffdac/RandomExtremeAcrobot-v1", "num_learners": 2, "envs_per_learner": 1, "topology": "ring",
-              "seed": seed, "log_dir": str(path), "version": "0.1.0", "world_size": 1, **config}
+    values = {
+        "env": "diffdac/RandomExtremeAcrobot-v1",
+        "num_learners": 2,
+        "envs_per_learner": 1,
+        "topology": "ring",
+        "seed": seed,
+        "log_dir": str(path),
+        "version": "0.1.0",
+        "world_size": 1,
+        **config,
+    }
     (path / "config.json").write_text(json.dumps(values))
     for (learner, sim), rows in episodes.items():
         lines = ['#{"t_start": 1700000000.0, "env_id": "diffdac/RandomExtremeAcrobot-v1", "mass": 0.6}', "r,l,t"]
@@ -32,8 +43,15 @@ def write_run(path: Path, episodes: dict, seed: int = 0, progress_steps: int | N
         text = "\n".join(lines) + "\n" + (tail if learner == 0 else "")
         (path / "monitor" / f"learner{learner:03d}.sim{sim:02d}.monitor.csv").write_text(text)
     if progress_steps is not None:
-        rows = [{"steps": s, "time": s / 100, "mean_return": -100.0, "disagreement": 0.5 if values["topology"] == "ring" else 0.0}
-                for s in range(W, progress_steps + 1, W)]
+        rows = [
+            {
+                "steps": s,
+                "time": s / 100,
+                "mean_return": -100.0,
+                "disagreement": 0.5 if values["topology"] == "ring" else 0.0,
+            }
+            for s in range(W, progress_steps + 1, W)
+        ]
         pd.DataFrame(rows).to_csv(path / "progress.csv", index=False)
     return path
 
@@ -55,7 +73,9 @@ def test_episodes_lie_at_the_total_env_steps_of_the_run_when_they_ended(tmp_path
 
 
 def test_simulators_multiply_the_time_line(tmp_path):
-    run = results.load_run(write_run(tmp_path / "r", {(0, 0): [(-1, 10)], (0, 1): [(-2, 10)]}, num_learners=1, envs_per_learner=2))
+    run = results.load_run(
+        write_run(tmp_path / "r", {(0, 0): [(-1, 10)], (0, 1): [(-2, 10)]}, num_learners=1, envs_per_learner=2)
+    )
     assert run.episodes["steps"].tolist() == [20, 20]
 
 
@@ -76,7 +96,10 @@ def test_task_weighted_bins_count_every_learner_once(tmp_path):
 
 
 def test_the_summary_gives_a_bootstrap_interval_over_seeds(tmp_path):
-    runs = [write_run(tmp_path / f"s{s}", {(0, 0): [(r, 50)], (1, 0): [(r, 50)]}, seed=s, progress_steps=100) for s, r in enumerate([-10, -20, -60])]
+    runs = [
+        write_run(tmp_path / f"s{s}", {(0, 0): [(r, 50)], (1, 0): [(r, 50)]}, seed=s, progress_steps=100)
+        for s, r in enumerate([-10, -20, -60])
+    ]
     row = results.summary(results.load_runs(runs), W).iloc[0]
     assert -60 <= row["final_ci_low"] < row["final"] < row["final_ci_high"] <= -10
     again = results.summary(results.load_runs(runs), W).iloc[0]
@@ -99,17 +122,24 @@ def test_runs_that_differ_only_in_seed_form_one_curve_with_mean_and_standard_err
 
 
 def test_standard_error_of_three_seeds(tmp_path):
-    runs = [write_run(tmp_path / f"s{s}", {(0, 0): [(r, 50)], (1, 0): [(r, 50)]}, seed=s, progress_steps=100) for s, r in enumerate([-10, -20, -60])]
+    runs = [
+        write_run(tmp_path / f"s{s}", {(0, 0): [(r, 50)], (1, 0): [(r, 50)]}, seed=s, progress_steps=100)
+        for s, r in enumerate([-10, -20, -60])
+    ]
     row = results.curves(results.load_runs(runs), W).iloc[0]
     assert row["mean"] == pytest.approx(-30.0)
     assert row["se"] == pytest.approx(math.sqrt(((20**2 + 10**2 + 30**2) / 2) / 3))
 
 
 def test_labels_name_what_differs_and_can_be_given(tmp_path):
-    runs = results.load_runs([
-        write_run(tmp_path / "a", RING_S0, lr=0.001), write_run(tmp_path / "b", RING_S0, topology="full", lr=0.001),
-        write_run(tmp_path / "c", RING_S0, lr=0.01), write_run(tmp_path / "d", RING_S0, seed=3, lr=0.01, log_interval=7),
-    ])
+    runs = results.load_runs(
+        [
+            write_run(tmp_path / "a", RING_S0, lr=0.001),
+            write_run(tmp_path / "b", RING_S0, topology="full", lr=0.001),
+            write_run(tmp_path / "c", RING_S0, lr=0.01),
+            write_run(tmp_path / "d", RING_S0, seed=3, lr=0.01, log_interval=7),
+        ]
+    )
     assert results.curve_labels(runs) == ["ring, lr=0.001", "full, lr=0.001", "ring, lr=0.01", "ring, lr=0.01"]
     assert results.curve_labels(runs, ["A", "B", "C"]) == ["A", "B", "C", "C"]
     with pytest.raises(results.RunError, match="3 curves"):
@@ -122,14 +152,22 @@ def test_one_curve_is_named_by_its_graph_and_size(tmp_path):
 
 
 def test_summary_final_return_return_at_steps_and_steps_to_threshold(three_runs):
-    table = results.summary(results.load_runs(three_runs), W, threshold=-130, at=[50, 100], weighting="episode").set_index("curve")
+    table = results.summary(
+        results.load_runs(three_runs), W, threshold=-130, at=[50, 100], weighting="episode"
+    ).set_index("curve")
     ring, full = table.loc["ring"], table.loc["full"]
     assert (ring["seeds"], ring["steps"]) == (2, 200)
-    assert ring["final"] == pytest.approx((-370 / 3 - 130) / 2) and ring["final_se"] == pytest.approx((130 - 370 / 3) / 2)
+    assert ring["final"] == pytest.approx((-370 / 3 - 130) / 2) and ring["final_se"] == pytest.approx(
+        (130 - 370 / 3) / 2
+    )
     assert ring["return@100"] == pytest.approx(-187.5) and ring["return@100_se"] == pytest.approx(87.5)
     assert ring["return@50"] == ring["return@100"]  # step 50 lies in the bin (0, 100]
     # seed 0 first reaches -130 in bin 200 (-123.3), seed 1 in bin 100 (-100): 150 ± 50
-    assert ring["steps_to_-130"] == pytest.approx(150) and ring["steps_to_-130_se"] == pytest.approx(50) and ring["reached"] == "2/2"
+    assert (
+        ring["steps_to_-130"] == pytest.approx(150)
+        and ring["steps_to_-130_se"] == pytest.approx(50)
+        and ring["reached"] == "2/2"
+    )
     assert full["final"] == -50 and full["steps_to_-130"] == 200 and full["reached"] == "1/1"
 
 
@@ -151,7 +189,12 @@ def test_an_unfinished_last_episode_counts_neither_its_half_row_nor_its_partial_
 
 
 def test_a_curve_ends_where_its_slowest_seed_is(tmp_path):
-    runs = results.load_runs([write_run(tmp_path / "a", RING_S0), write_run(tmp_path / "b", {(0, 0): [(-100, 50)], (1, 0): [(-100, 50)]}, seed=1, progress_steps=100)])
+    runs = results.load_runs(
+        [
+            write_run(tmp_path / "a", RING_S0),
+            write_run(tmp_path / "b", {(0, 0): [(-100, 50)], (1, 0): [(-100, 50)]}, seed=1, progress_steps=100),
+        ]
+    )
     assert results.curves(runs, W)["bin"].tolist() == [100]
 
 
@@ -173,7 +216,9 @@ def test_a_directory_without_config_is_not_a_run(tmp_path):
 
 def test_a_run_from_before_an_option_existed_counts_as_its_default(tmp_path):
     old = write_run(tmp_path / "old", RING_S0, seed=0)  # no method, link_drop, ... in its config.json
-    new = write_run(tmp_path / "new", RING_S1, seed=1, method="diff-a2c", link_drop=0.0, fail_learner=[], save_every=5000)
+    new = write_run(
+        tmp_path / "new", RING_S1, seed=1, method="diff-a2c", link_drop=0.0, fail_learner=[], save_every=5000
+    )
     central = write_run(tmp_path / "central", FULL_S0, seed=0, method="centralized")
     runs = results.load_runs([old, new, central])
     assert results.curve_labels(runs) == ["diff-a2c", "diff-a2c", "centralized"]

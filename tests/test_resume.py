@@ -25,8 +25,24 @@ def _config(run_dir: Path, **overrides) -> TrainConfig:
 
 
 def _cli_args(config: TrainConfig) -> list[str]:
-    return ["train", "--num-learners", "4", "--envs-per-learner", "2", "--hidden", "16", "--log-interval", "2000",
-            "--save-every", "4000", "--no-progress", "--total-steps", str(config.total_steps), "--log-dir", config.log_dir]
+    return [
+        "train",
+        "--num-learners",
+        "4",
+        "--envs-per-learner",
+        "2",
+        "--hidden",
+        "16",
+        "--log-interval",
+        "2000",
+        "--save-every",
+        "4000",
+        "--no-progress",
+        "--total-steps",
+        str(config.total_steps),
+        "--log-dir",
+        config.log_dir,
+    ]
 
 
 def _episodes(run_dir: Path) -> dict[str, pd.DataFrame]:
@@ -94,7 +110,10 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
     run_dir = train(_config(tmp_path / "run", total_steps=8000, save_every=1000, keep_checkpoints=2))
     assert [m.steps for m in checkpoint.manifests(run_dir)] == [7000, 8000]
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
-        "step000000007000.json", "step000000007000.rank000.pt", "step000000008000.json", "step000000008000.rank000.pt",
+        "step000000007000.json",
+        "step000000007000.rank000.pt",
+        "step000000008000.json",
+        "step000000008000.rank000.pt",
     ]
 
 
@@ -115,10 +134,13 @@ def test_a_kill_before_the_first_checkpoint_starts_the_run_again(tmp_path, capsy
     assert all(a.equals(b) for a, b in zip(_episodes(run_dir).values(), whole.values(), strict=True))
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--lr", "0.1"], "--lr 0.1 (the run has 0.0007)"),
-    (["--topology", "full"], "--topology 'full'"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--lr", "0.1"], "--lr 0.1 (the run has 0.0007)"),
+        (["--topology", "full"], "--topology 'full'"),
+    ],
+)
 def test_resume_refuses_options_that_differ_from_the_run(uninterrupted, capsys, args, expected):
     assert _exit_status(["train", "--resume", "--log-dir", str(uninterrupted), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -148,11 +170,31 @@ def test_monitor_rows_missing_after_the_checkpoint_are_reported(tmp_path, capsys
 
 def test_a_huge_learning_rate_stops_with_the_non_finite_message(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    status = _exit_status(["train", "--lr", "1e30", "--num-learners", "4", "--envs-per-learner", "2", "--hidden", "16",
-                           "--save-every", "40", "--total-steps", "4000", "--log-dir", str(run_dir), "--no-progress"])
+    status = _exit_status(
+        [
+            "train",
+            "--lr",
+            "1e30",
+            "--num-learners",
+            "4",
+            "--envs-per-learner",
+            "2",
+            "--hidden",
+            "16",
+            "--save-every",
+            "40",
+            "--total-steps",
+            "4000",
+            "--log-dir",
+            str(run_dir),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1 and len(err) == 1, err
-    assert err[0].startswith("diffdac: training stopped: learner ") and "non-finite" in err[0] and "at update " in err[0]
+    assert (
+        err[0].startswith("diffdac: training stopped: learner ") and "non-finite" in err[0] and "at update " in err[0]
+    )
     last = checkpoint.latest(run_dir)
     assert f"last good checkpoint is at step {last.steps}" in err[0]
     assert torch.isfinite(checkpoint.gather(run_dir)).all()  # the checkpoint kept holds no NaN

@@ -15,7 +15,9 @@ import torch
 from diffdac import TrainConfig, checkpoint, train
 from diffdac.cli import main
 
-SMALL = dict(num_learners=2, envs_per_learner=2, hidden=8, log_interval=400, save_every=1000, keep_checkpoints=5, progress=False)
+SMALL = dict(
+    num_learners=2, envs_per_learner=2, hidden=8, log_interval=400, save_every=1000, keep_checkpoints=5, progress=False
+)
 
 
 def _exit_status(argv: list[str]) -> int:
@@ -165,8 +167,21 @@ def test_resume_of_a_run_killed_before_its_config_starts_it(tmp_path, capsys, ma
     run_dir = tmp_path / "run"
     if make_dir:
         run_dir.mkdir()
-    args = ["train", "--resume", "--log-dir", str(run_dir), "--num-learners", "2", "--envs-per-learner", "1",
-            "--total-steps", "200", "--hidden", "8", "--no-progress"]
+    args = [
+        "train",
+        "--resume",
+        "--log-dir",
+        str(run_dir),
+        "--num-learners",
+        "2",
+        "--envs-per-learner",
+        "1",
+        "--total-steps",
+        "200",
+        "--hidden",
+        "8",
+        "--no-progress",
+    ]
     assert _exit_status(args) == 0
     assert "holds no run yet: starting a new one" in capsys.readouterr().out
     assert (run_dir / "config.json").is_file() and checkpoint.latest(run_dir).complete
@@ -182,8 +197,20 @@ def _user_files(root: Path) -> dict[Path, bytes]:
 
 def test_a_new_run_refuses_a_directory_with_other_files(tmp_path, capsys):
     mine = _user_files(tmp_path / "proj")
-    args = ["train", "--log-dir", str(tmp_path / "proj"), "--num-learners", "2", "--envs-per-learner", "1", "--total-steps", "200",
-            "--hidden", "8", "--no-progress"]
+    args = [
+        "train",
+        "--log-dir",
+        str(tmp_path / "proj"),
+        "--num-learners",
+        "2",
+        "--envs-per-learner",
+        "1",
+        "--total-steps",
+        "200",
+        "--hidden",
+        "8",
+        "--no-progress",
+    ]
     assert _exit_status(args) == 2
     assert "exists and is not empty" in _one_line(capsys)
     assert _snapshot(tmp_path / "proj") == mine
@@ -192,8 +219,21 @@ def test_a_new_run_refuses_a_directory_with_other_files(tmp_path, capsys):
 def test_overwrite_removes_only_the_files_a_run_wrote(tmp_path):
     proj = tmp_path / "proj"
     mine = _user_files(proj)
-    args = ["train", "--log-dir", str(proj), "--num-learners", "2", "--envs-per-learner", "1", "--hidden", "8", "--no-progress",
-            "--overwrite", "--save-every", "100"]
+    args = [
+        "train",
+        "--log-dir",
+        str(proj),
+        "--num-learners",
+        "2",
+        "--envs-per-learner",
+        "1",
+        "--hidden",
+        "8",
+        "--no-progress",
+        "--overwrite",
+        "--save-every",
+        "100",
+    ]
     assert _exit_status([*args, "--total-steps", "400"]) == 0
     assert [m.steps for m in checkpoint.manifests(proj)] == [200, 300, 400]
     (proj / "eval.csv").write_text("an earlier eval\n")
@@ -208,8 +248,21 @@ def test_overwrite_refuses_to_replace_a_file_that_is_not_from_a_run(tmp_path, ca
     proj.mkdir()
     (proj / "progress.csv").write_text("my own progress notes\n")
     before = _snapshot(proj)
-    args = ["train", "--log-dir", str(proj), "--num-learners", "2", "--envs-per-learner", "1", "--total-steps", "200",
-            "--hidden", "8", "--no-progress", "--overwrite"]
+    args = [
+        "train",
+        "--log-dir",
+        str(proj),
+        "--num-learners",
+        "2",
+        "--envs-per-learner",
+        "1",
+        "--total-steps",
+        "200",
+        "--hidden",
+        "8",
+        "--no-progress",
+        "--overwrite",
+    ]
     assert _exit_status(args) == 2
     assert "progress.csv is not from a diffdac run" in _one_line(capsys)
     assert _snapshot(proj) == before
@@ -228,8 +281,22 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_go
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
     run_dir = tmp_path / "run"
-    args = ["train", "--log-dir", str(run_dir), "--num-learners", "2", "--envs-per-learner", "1", "--total-steps", "1000",
-            "--save-every", "100", "--hidden", "8", "--no-progress"]
+    args = [
+        "train",
+        "--log-dir",
+        str(run_dir),
+        "--num-learners",
+        "2",
+        "--envs-per-learner",
+        "1",
+        "--total-steps",
+        "1000",
+        "--save-every",
+        "100",
+        "--hidden",
+        "8",
+        "--no-progress",
+    ]
     assert _exit_status(args) == 1
     line = _one_line(capsys)
     assert "No space left on device" in line and "the last good checkpoint is at step 200" in line
@@ -253,8 +320,12 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_ctrl_c_during_start_up_exits_130_with_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-c", CTRL_C_IN_START_UP, "train", "--log-dir", str(tmp_path / "run"), "--no-progress"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", CTRL_C_IN_START_UP, "train", "--log-dir", str(tmp_path / "run"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 130, result.stderr
     assert result.stderr.strip().splitlines() == ["diffdac: interrupted"]
     assert not (tmp_path / "run").exists()
@@ -266,11 +337,14 @@ def _config_file(run_dir: Path, text: str) -> None:
     (run_dir / "monitor").mkdir()
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("[1, 2]", "is not a diffdac run's config.json"),
-    ("{not json", "is not valid JSON"),
-    ('{"env": "diffdac/Acrobot-v1", "num_learners": "four"}', "--num-learners must be an integer"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[1, 2]", "is not a diffdac run's config.json"),
+        ("{not json", "is not valid JSON"),
+        ('{"env": "diffdac/Acrobot-v1", "num_learners": "four"}', "--num-learners must be an integer"),
+    ],
+)
 @pytest.mark.parametrize("command", [["train", "--resume", "--log-dir"], ["eval"], ["plot", "--table"]])
 def test_a_config_json_that_is_not_a_run_config_is_one_line(tmp_path, capsys, text, expected, command):
     run_dir = tmp_path / "run"

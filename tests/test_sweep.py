@@ -60,9 +60,14 @@ def test_the_grid_puts_seeds_outermost_and_every_option_on_the_command_line(swee
     todo = sweep.jobs(spec, "sweep", sweep.stage_settings(spec, "sweep", False), {}, None)
     assert [j.name for j in todo] == ["ring-lr0.001-s0", "ring-lr0.01-s0", "central-lr0.001-s0", "central-lr0.01-s0"]
     assert {"--num-learners=2", "--topology=ring", "--lr=0.001", "--seed=0", "--total-steps=600"} <= set(todo[0].flags)
-    best = sweep.jobs(spec, "best", sweep.stage_settings(spec, "best", False), {"ring": 0.01, "central": 0.001}, ["ring"])
+    best = sweep.jobs(
+        spec, "best", sweep.stage_settings(spec, "best", False), {"ring": 0.01, "central": 0.001}, ["ring"]
+    )
     assert [j.name for j in best] == ["ring-lr0.01-s5", "ring-lr0.01-s6"]
-    assert sweep.flags({"separate_init": False, "normalize": ["obs", "reward"]}) == ["--no-separate-init", "--normalize=obs,reward"]
+    assert sweep.flags({"separate_init": False, "normalize": ["obs", "reward"]}) == [
+        "--no-separate-init",
+        "--normalize=obs,reward",
+    ]
 
 
 def test_a_run_is_kept_only_when_complete_with_the_same_options_and_resumed_when_cut_short(sweep, tiny, tmp_path):
@@ -80,8 +85,15 @@ def test_a_run_is_kept_only_when_complete_with_the_same_options_and_resumed_when
 
 
 def test_best_rates_take_the_highest_mean_over_seeds(sweep):
-    table = pd.DataFrame({"variant": ["a"] * 4 + ["b"] * 2, "lr": [1, 1, 2, 2, 1, 2], "seed": [0, 1] * 3,
-                          "score": [-10.0, -30.0, -15.0, -16.0, -5.0, -50.0], "run": [""] * 6})
+    table = pd.DataFrame(
+        {
+            "variant": ["a"] * 4 + ["b"] * 2,
+            "lr": [1, 1, 2, 2, 1, 2],
+            "seed": [0, 1] * 3,
+            "score": [-10.0, -30.0, -15.0, -16.0, -5.0, -50.0],
+            "run": [""] * 6,
+        }
+    )
     best = sweep.best_rates(sweep.by_rate(table)).set_index("variant")
     assert best.loc["a", "lr"] == 2 and best.loc["a", "mean"] == -15.5 and best.loc["b", "lr"] == 1
 

@@ -52,7 +52,7 @@ def test_gym_batch_is_layout_independent():
     for _ in range(100):
         actions = rng.integers(0, 2, size=(K, E))
         a = whole.step(actions)
-        b = [p.step(actions[k: k + 1]) for k, p in enumerate(parts)]
+        b = [p.step(actions[k : k + 1]) for k, p in enumerate(parts)]
         assert np.array_equal(a.obs, np.concatenate([r.obs for r in b]))
         assert np.array_equal(a.episode_length, np.concatenate([r.episode_length for r in b]))
 
@@ -63,7 +63,9 @@ def test_gym_batch_gives_each_learner_its_diffdac_task():
     assert batch.tasks == reference.tasks and batch.tasks[0] != batch.tasks[1]
 
 
-@pytest.mark.parametrize("env_id", ["diffdac/Acrobot-v1", "diffdac/RandomNormalAcrobot-v1", "diffdac/RandomExtremeAcrobot-v1"])
+@pytest.mark.parametrize(
+    "env_id", ["diffdac/Acrobot-v1", "diffdac/RandomNormalAcrobot-v1", "diffdac/RandomExtremeAcrobot-v1"]
+)
 def test_acrobot_ids_get_the_batched_acrobot(env_id):
     assert is_batched_acrobot(env_id)
     batch = make_task_batch(env_id, seed=0, learner_ids=[3, 4, 5], envs_per_learner=E)
@@ -85,7 +87,9 @@ def test_unknown_id_is_a_one_line_value_error(env_id):
 
 
 def test_box_actions_are_clipped_for_the_simulator_only():
-    wild, tame = (GymTaskBatch("diffdac/RandomMassHopper-v5", seed=0, learner_ids=[0, 1], envs_per_learner=E) for _ in range(2))
+    wild, tame = (
+        GymTaskBatch("diffdac/RandomMassHopper-v5", seed=0, learner_ids=[0, 1], envs_per_learner=E) for _ in range(2)
+    )
     assert np.array_equal(wild.reset(), tame.reset())
     rng = np.random.default_rng(2)
     for _ in range(30):
@@ -108,7 +112,7 @@ def test_mujoco_batch_gives_each_learner_its_task_and_is_layout_independent():
     for _ in range(60):
         actions = rng.uniform(-1, 1, size=(K, E, 3)).astype(np.float32)
         a = whole.step(actions)
-        b = [p.step(actions[k: k + 1]) for k, p in enumerate(parts)]
+        b = [p.step(actions[k : k + 1]) for k, p in enumerate(parts)]
         assert np.array_equal(a.obs, np.concatenate([r.obs for r in b]))
         assert np.array_equal(a.episode_return, np.concatenate([r.episode_return for r in b]))
 

@@ -57,7 +57,9 @@ class Network:
 
     def update(self, round_index: int) -> None:
         self.optimizer.zero_grad()
-        _losses(self.theta, self.a, self.b).sum().backward()  # losses per learner, then summed: no learner shares a gradient
+        _losses(
+            self.theta, self.a, self.b
+        ).sum().backward()  # losses per learner, then summed: no learner shares a gradient
         clip_per_learner(self.theta.grad, 1e6)  # the trainer's per-learner clip, far above these gradients
         self.optimizer.step()
         with torch.no_grad():
@@ -106,7 +108,9 @@ def test_disagreement_at_the_fixed_point_shrinks_like_mu_squared():
 def test_with_metropolis_weights_the_fixed_point_is_the_minimiser_of_the_summed_objectives():
     a, b = _problem()
     target = _minimiser(a, b, torch.ones(K, dtype=torch.float64))
-    errors = [float((Network(mu, "metropolis", a, b).fixed_point().mean(0) - target).norm()) for mu in (0.04, 0.02, 0.01)]
+    errors = [
+        float((Network(mu, "metropolis", a, b).fixed_point().mean(0) - target).norm()) for mu in (0.04, 0.02, 0.01)
+    ]
     assert errors[-1] < 0.05 * float(target.norm())
     assert all(1.6 < errors[i] / errors[i + 1] < 2.5 for i in range(2)), errors  # O(mu): it goes to the minimiser
 

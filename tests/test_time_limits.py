@@ -65,17 +65,35 @@ class ScriptedBatch:
         terminated, truncated = (np.array([[flag]]) for flag in self.script[self.t])
         self.t += 1
         obs, done = np.full((1, 1, 2), 0.5, np.float32), terminated | truncated
-        return StepResult(obs, np.full((1, 1), -1.0, np.float32), terminated, truncated, obs,
-                          np.where(done, -float(self.t), 0.0), np.where(done, self.t, 0))
+        return StepResult(
+            obs,
+            np.full((1, 1), -1.0, np.float32),
+            terminated,
+            truncated,
+            obs,
+            np.where(done, -float(self.t), 0.0),
+            np.where(done, self.t, 0),
+        )
 
     def close(self) -> None:
         pass
 
 
-@pytest.mark.parametrize("time_limit, expected", [("bootstrap", [0.0, 1.0, 0.0, 0.0]), ("terminal", [0.0, 0.0, 0.0, 0.0])])
+@pytest.mark.parametrize(
+    "time_limit, expected", [("bootstrap", [0.0, 1.0, 0.0, 0.0]), ("terminal", [0.0, 0.0, 0.0, 0.0])]
+)
 def test_the_learner_loop_bootstraps_only_cuts_that_did_not_end_the_task(tmp_path, time_limit, expected):
-    config = resolve_defaults(TrainConfig(num_learners=1, envs_per_learner=1, steps_per_update=4, hidden=4, topology="none",
-                                          time_limit=time_limit, total_steps=4).validate())
+    config = resolve_defaults(
+        TrainConfig(
+            num_learners=1,
+            envs_per_learner=1,
+            steps_per_update=4,
+            hidden=4,
+            topology="none",
+            time_limit=time_limit,
+            total_steps=4,
+        ).validate()
+    )
     script = [(False, False), (False, True), (True, True), (True, False)]  # cut; cut at the goal; the goal
     method = method_for(config, topologies.resolve_graph("none", None, 1))
     learners = Learners(config, method, LocalCommunicator(), ScriptedBatch(script), np.arange(1))

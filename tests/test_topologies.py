@@ -102,8 +102,9 @@ def test_num_learners_must_be_positive(n):
 RING4 = np.array([[0, 1, 0, 1], [1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0]], dtype=float)
 
 
-@pytest.mark.parametrize("spec", ["[[0,1,0,1],[1,0,1,0],[0,1,0,1],[1,0,1,0]]",
-                                  "[[0, 1, 0, 1], [1, 0, 1, 0], (0, 1, 0, 1), [1, 0, 1, 0],]"])
+@pytest.mark.parametrize(
+    "spec", ["[[0,1,0,1],[1,0,1,0],[0,1,0,1],[1,0,1,0]]", "[[0, 1, 0, 1], [1, 0, 1, 0], (0, 1, 0, 1), [1, 0, 1, 0],]"]
+)
 def test_parse_literal(spec):
     np.testing.assert_array_equal(parse_adjacency(spec), RING4)
 
@@ -134,13 +135,16 @@ def assert_one_line_error(fn, *args, contains: str) -> None:
     assert contains in message
 
 
-@pytest.mark.parametrize("spec, contains", [
-    ("[[0,1],[1,0]", "cannot parse"),
-    ("[[0,1],[1]]", "rectangular"),
-    ("[[0,'a'],[1,0]]", "numbers"),
-    ("missing.npy", "not found"),
-    ("matrix.xlsx", ".npy"),
-])
+@pytest.mark.parametrize(
+    "spec, contains",
+    [
+        ("[[0,1],[1,0]", "cannot parse"),
+        ("[[0,1],[1]]", "rectangular"),
+        ("[[0,'a'],[1,0]]", "numbers"),
+        ("missing.npy", "not found"),
+        ("matrix.xlsx", ".npy"),
+    ],
+)
 def test_parse_errors(spec, contains):
     assert_one_line_error(parse_adjacency, spec, contains=contains)
 
@@ -160,9 +164,10 @@ def test_validate_accepts_ring():
 
 def test_validate_size_mismatch():
     assert_one_line_error(
-        validate_adjacency, RING4, 5,
-        contains="adjacency matrix is 4x4 but --num-learners is 5: "
-                 "give a 5x5 matrix or --num-learners 4",
+        validate_adjacency,
+        RING4,
+        5,
+        contains="adjacency matrix is 4x4 but --num-learners is 5: give a 5x5 matrix or --num-learners 4",
     )
 
 
@@ -180,7 +185,9 @@ def test_validate_asymmetric_names_entry():
     a = np.zeros((6, 6))
     a[2, 5] = 1
     assert_one_line_error(
-        validate_adjacency, a, 6,
+        validate_adjacency,
+        a,
+        6,
         contains="adjacency matrix is not symmetric: entry (2,5) is 1 but (5,2) is 0",
     )
     assert_one_line_error(validate_adjacency, a.T, 6, contains="entry (2,5) is 0 but (5,2) is 1")

@@ -10,8 +10,13 @@ from diffdac import TrainConfig, checkpoint, train
 
 def _config(tmp_path, name="run", **overrides) -> TrainConfig:
     options = dict(
-        num_learners=4, envs_per_learner=2, total_steps=4000, log_interval=1000, hidden=16,
-        log_dir=str(tmp_path / name), progress=False,
+        num_learners=4,
+        envs_per_learner=2,
+        total_steps=4000,
+        log_interval=1000,
+        hidden=16,
+        log_dir=str(tmp_path / name),
+        progress=False,
     )
     options.update(overrides)
     return TrainConfig(**options)
@@ -35,7 +40,16 @@ def test_a_run_writes_the_run_directory_of_the_design(tmp_path):
     assert list(tasks.columns[:2]) == ["learner", "env_id"] and len(tasks) == 4
     assert {"mass", "length", "inertia"} <= set(tasks.columns)
     progress = pd.read_csv(run_dir / "progress.csv")
-    assert {"steps", "time", "mean_return", "policy_loss", "value_loss", "entropy", "disagreement", "steps_per_s"} <= set(progress.columns)
+    assert {
+        "steps",
+        "time",
+        "mean_return",
+        "policy_loss",
+        "value_loss",
+        "entropy",
+        "disagreement",
+        "steps_per_s",
+    } <= set(progress.columns)
     assert progress["steps"].iloc[-1] == 4000
 
 
@@ -69,12 +83,22 @@ def test_a_ring_keeps_learners_far_closer_than_isolation(tmp_path):
 
 
 def test_learning_rate_zero_and_separate_init_converge_to_the_exact_mean(tmp_path):
-    config = _config(tmp_path, lr=0.0, separate_init=True, weights="metropolis", total_steps=4 * 60, envs_per_learner=1, steps_per_update=1)
+    config = _config(
+        tmp_path,
+        lr=0.0,
+        separate_init=True,
+        weights="metropolis",
+        total_steps=4 * 60,
+        envs_per_learner=1,
+        steps_per_update=1,
+    )
     from diffdac.population import Population
     import envs
 
     tasks = envs.make_task_batch(config.env, config.seed, np.arange(4), 1)
-    start = Population(tasks.observation_space, tasks.action_space, np.arange(4), 16, config.seed, separate_init=True).flat.detach()
+    start = Population(
+        tasks.observation_space, tasks.action_space, np.arange(4), 16, config.seed, separate_init=True
+    ).flat.detach()
     final = _final_params(train(config))
     torch.testing.assert_close(final, start.mean(0, keepdim=True).expand_as(final), atol=1e-5, rtol=0)
 

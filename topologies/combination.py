@@ -36,7 +36,9 @@ def combination_weights(g: nx.Graph, rule: str) -> tuple[np.ndarray, np.ndarray,
     return weights_from_edges(src, dst, n, rule)
 
 
-def weights_from_edges(src: np.ndarray, dst: np.ndarray, n: int, rule: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def weights_from_edges(
+    src: np.ndarray, dst: np.ndarray, n: int, rule: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`combination_weights` from both directions of each edge (no self-loops) of a graph on n nodes.
 
     Vectorised, so a trainer can re-weight every round over the links that work (dropped links,
@@ -60,9 +62,7 @@ def weights_from_edges(src: np.ndarray, dst: np.ndarray, n: int, rule: str) -> t
 
 def _check_rule(rule: str) -> None:
     if rule not in WEIGHT_RULES:
-        raise TopologyError(
-            f"unknown weight rule {rule!r}: choose --weights {' or '.join(WEIGHT_RULES)}"
-        )
+        raise TopologyError(f"unknown weight rule {rule!r}: choose --weights {' or '.join(WEIGHT_RULES)}")
 
 
 def _num_learners(g: nx.Graph) -> int:

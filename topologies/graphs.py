@@ -22,9 +22,7 @@ from topologies.names import TOPOLOGY_NAMES
 ADJACENCY_SUFFIXES = (".npy", ".csv", ".txt")
 
 
-def build_graph(
-    name: str, num_learners: int, edge_prob: float | None = None, seed: int = 0
-) -> nx.Graph:
+def build_graph(name: str, num_learners: int, edge_prob: float | None = None, seed: int = 0) -> nx.Graph:
     """Build the named topology on learners 0..num_learners-1.
 
     `edge_prob` and `seed` are used by `erdos-renyi` only, so that a config can carry them
@@ -45,9 +43,7 @@ def build_graph(
         return nx.empty_graph(num_learners)
     if name == "erdos-renyi":
         return _erdos_renyi(num_learners, edge_prob, seed)
-    raise TopologyError(
-        f"unknown topology {name!r}: choose one of {', '.join(TOPOLOGY_NAMES)}"
-    )
+    raise TopologyError(f"unknown topology {name!r}: choose one of {', '.join(TOPOLOGY_NAMES)}")
 
 
 def edge_count(name: str, num_learners: int, edge_prob: float | None = None) -> int:
@@ -62,9 +58,7 @@ def edge_count(name: str, num_learners: int, edge_prob: float | None = None) -> 
 
 def _check_num_learners(num_learners: int) -> None:
     if isinstance(num_learners, bool) or not isinstance(num_learners, int) or num_learners < 1:
-        raise TopologyError(
-            f"--num-learners must be a positive integer, got {num_learners!r}: give 1 or more"
-        )
+        raise TopologyError(f"--num-learners must be a positive integer, got {num_learners!r}: give 1 or more")
 
 
 def _ring(n: int) -> nx.Graph:
@@ -87,8 +81,7 @@ def _grid(n: int) -> nx.Graph:
 def _erdos_renyi(n: int, edge_prob: float | None, seed: int) -> nx.Graph:
     if edge_prob is None or isinstance(edge_prob, bool) or not 0.0 < float(edge_prob) <= 1.0:
         raise TopologyError(
-            f"topology erdos-renyi needs --edge-prob in (0, 1], got {edge_prob!r}: "
-            "give e.g. --edge-prob 0.3"
+            f"topology erdos-renyi needs --edge-prob in (0, 1], got {edge_prob!r}: give e.g. --edge-prob 0.3"
         )
     return nx.gnp_random_graph(n, float(edge_prob), seed=seed)
 
@@ -123,14 +116,15 @@ def _parse_literal(text: str) -> object:
     except json.JSONDecodeError:
         pass
     except RecursionError:  # nested thousands deep: no adjacency matrix looks like that
-        raise TopologyError(f"cannot parse adjacency literal {_shorten(text)}: it is nested too deeply; "
-                            'give a list of rows such as "[[0,1],[1,0]]"') from None
+        raise TopologyError(
+            f"cannot parse adjacency literal {_shorten(text)}: it is nested too deeply; "
+            'give a list of rows such as "[[0,1],[1,0]]"'
+        ) from None
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         raise TopologyError(
-            f"cannot parse adjacency literal {_shorten(text)}: "
-            'give a list of rows such as "[[0,1],[1,0]]"'
+            f'cannot parse adjacency literal {_shorten(text)}: give a list of rows such as "[[0,1],[1,0]]"'
         ) from None
 
 
@@ -144,8 +138,7 @@ def _load_file(path: Path, max_learners: int | None) -> np.ndarray:
         )
     if not path.exists():
         raise TopologyError(
-            f"adjacency file {str(path)!r} not found: check the path, or give a literal "
-            'such as "[[0,1],[1,0]]"'
+            f'adjacency file {str(path)!r} not found: check the path, or give a literal such as "[[0,1],[1,0]]"'
         )
     try:
         info = path.stat()
@@ -179,9 +172,7 @@ def _to_numeric(obj: object, what: str) -> np.ndarray:
     except ValueError:
         arr = None
     if arr is None or arr.dtype.kind not in "biuf":
-        raise TopologyError(
-            f"{what} is not a rectangular matrix of numbers: give rows of 0/1 entries of equal length"
-        )
+        raise TopologyError(f"{what} is not a rectangular matrix of numbers: give rows of 0/1 entries of equal length")
     return arr.astype(np.float64)
 
 
@@ -197,9 +188,7 @@ def validate_adjacency(a: np.ndarray, num_learners: int) -> None:
     _check_num_learners(num_learners)
     a = np.asarray(a)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise TopologyError(
-            f"adjacency matrix must be square, got shape {a.shape}: give an N x N matrix"
-        )
+        raise TopologyError(f"adjacency matrix must be square, got shape {a.shape}: give an N x N matrix")
     n = a.shape[0]
     if n != num_learners:
         raise TopologyError(
@@ -209,9 +198,7 @@ def validate_adjacency(a: np.ndarray, num_learners: int) -> None:
     bad = np.argwhere((a != 0) & (a != 1))
     if len(bad):
         i, j = bad[0]
-        raise TopologyError(
-            f"adjacency matrix entry ({i},{j}) is {a[i, j]:g}: entries must be 0 or 1"
-        )
+        raise TopologyError(f"adjacency matrix entry ({i},{j}) is {a[i, j]:g}: entries must be 0 or 1")
     asym = np.argwhere(a != a.T)
     if len(asym):
         i, j = asym[0]
@@ -257,9 +244,7 @@ def resolve_graph(
     if adjacency is not None:
         return graph_from_adjacency(read_adjacency(adjacency, num_learners))
     if topology is None:
-        raise TopologyError(
-            f"no topology given: pass --topology ({', '.join(TOPOLOGY_NAMES)}) or --adjacency"
-        )
+        raise TopologyError(f"no topology given: pass --topology ({', '.join(TOPOLOGY_NAMES)}) or --adjacency")
     return build_graph(topology, num_learners, edge_prob=edge_prob, seed=seed)
 
 
@@ -274,7 +259,4 @@ def disconnection_warning(g: nx.Graph) -> str | None:
     count = nx.number_connected_components(g)
     if count == 1:
         return None
-    return (
-        f"graph has {count} connected components: "
-        "learners in different components never share parameters"
-    )
+    return f"graph has {count} connected components: learners in different components never share parameters"

@@ -65,7 +65,9 @@ class Method:
         """Refuse options this method cannot honour (ConfigError)."""
         faults = [flag for key, flag in FAULTS if getattr(config, key)]
         if faults and not cls.models_faults:
-            raise ConfigError(f"{', '.join(faults)} model faults of diffusion: use them with --method diff-a2c, not {cls.name}")
+            raise ConfigError(
+                f"{', '.join(faults)} model faults of diffusion: use them with --method diff-a2c, not {cls.name}"
+            )
 
     def communication(self) -> list[Reads]:
         """The communication graphs of a run, one exchange plan each (directed: dst reads src's row)."""

@@ -24,7 +24,14 @@ class PushSum(Mixer):
     With a learning rate of 0 every z converges to the exact average of the initial z.
     """
 
-    def __init__(self, config: TrainConfig, comm: Communicator, learner_ids: np.ndarray, device: torch.device, rounds: list[Reads]) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        comm: Communicator,
+        learner_ids: np.ndarray,
+        device: torch.device,
+        rounds: list[Reads],
+    ) -> None:
         super().__init__(config, comm, learner_ids, device)
         n, p = config.num_learners, config.peers_per_round
         self.combiners = []
@@ -57,15 +64,19 @@ class PushSum(Mixer):
 
 class Gala(Method):
     name = "gala"
-    summary = "GALA-A2C's push-sum gossip on a time-varying exponential graph (--peers-per-round); --topology is ignored"
+    summary = (
+        "GALA-A2C's push-sum gossip on a time-varying exponential graph (--peers-per-round); --topology is ignored"
+    )
 
     @classmethod
     def validate(cls, config: TrainConfig) -> None:
         super().validate(config)
         distinct = max(1, math.ceil(math.log2(config.num_learners)))
         if config.peers_per_round > distinct:
-            raise ConfigError(f"--peers-per-round {config.peers_per_round} exceeds the {distinct} distinct peers of the "
-                              f"exponential graph on {config.num_learners} learners")
+            raise ConfigError(
+                f"--peers-per-round {config.peers_per_round} exceeds the {distinct} distinct peers of the "
+                f"exponential graph on {config.num_learners} learners"
+            )
 
     def communication(self) -> list[Reads]:
         n = self.config.num_learners
