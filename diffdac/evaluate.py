@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the evaluation episodes' initial states (default: 0)"
     )
-    parser.add_argument("--out", default=None, help="CSV to write (default: RUN_DIR/eval.csv)")
+    parser.add_argument(
+        "--out", default=None, help="CSV to write (default: RUN_DIR/eval-<tasks>-step<S>-<mode>-<N>ep-seed<seed>.csv)"
+    )
 
 
 @dataclass
@@ -218,10 +221,10 @@ def main(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be a positive integer, got {args.episodes}")
     config = TrainConfig.from_run(run_dir).validate()
-    out = Path(args.out) if args.out else run_dir / "eval.csv"
+    manifest = checkpoint.resolve(run_dir, args.checkpoint)
+    out = Path(args.out) if args.out else run_dir / default_out_name(args, manifest.steps)
     check_out(out)
     torch.set_num_threads(min(config.threads, os.cpu_count() or 1))
-    manifest = checkpoint.resolve(run_dir, args.checkpoint)
     policies = load_policies(run_dir, config, manifest, args.policies)
     tasks = task_set(config, args.tasks)
     rows = run_episodes(config, policies, tasks, args.episodes, args.stochastic, args.seed)
@@ -234,6 +237,15 @@ def main(args: argparse.Namespace) -> int:
     print(_short(summary(rows)).to_string(float_format=lambda v: f"{v:.1f}"))
     print(f"wrote {out}")
     return 0
+
+
+def default_out_name(args: argparse.Namespace, steps: int) -> str:
+    """eval-<tasks>-step<S>-<greedy|stochastic>[-<policies>]-<episodes>ep-seed<seed>.csv: one file per
+    evaluation that gives other numbers, so an eval on held-out tasks never replaces one on training tasks."""
+    tasks = args.tasks if args.tasks in ("train", "heldout") else re.sub(r"[^A-Za-z0-9_.-]", "_", Path(args.tasks).stem)
+    policies = "" if args.policies == "all" else f"-{args.policies}"
+    mode = "stochastic" if args.stochastic else "greedy"
+    return f"eval-{tasks}-step{steps}-{mode}{policies}-{args.episodes}ep-seed{args.seed}.csv"
 
 
 def check_out(out: Path) -> None:

@@ -187,20 +187,54 @@ def check_writable(run_dir: Path) -> None:
 
 
 def check_resume(config: TrainConfig) -> TrainConfig:
-    """The run's own options, refusing any given option that differs from them."""
+    """The run's own options, refusing any given option that differs from them.
+
+    --total-steps may be raised, so that a finished run can be extended; nothing else that
+    changes what the run computes may differ.
+    """
     stored = resolve_defaults(TrainConfig.from_run(config.log_dir).validate())
-    differ = config.differences(stored)
+    differ = dataclasses.replace(config, total_steps=stored.total_steps).differences(stored)
     if differ:
         raise ResumeError(
             f"--resume keeps the run's options, but these differ from {config.log_dir}/config.json: {'; '.join(differ)}"
+        )
+    if config.total_steps < stored.total_steps:
+        raise ResumeError(
+            f"--resume can raise --total-steps but not lower it: {config.log_dir} runs to {stored.total_steps} "
+            f"(given {config.total_steps})"
         )
     return config
 
 
 def default_run_dir(config: TrainConfig) -> Path:
+    """runs/<env>-<graph>-s<seed>-<time>, claimed by creating it (empty), with -2, -3, ... when a run
+    started in the same second has it: a loop of runs never collides. Under torchrun only rank 0's
+    name is used, so only rank 0 claims one."""
     name = config.env.split("/")[-1]
     graph = config.topology or "adjacency"
-    return Path("runs") / f"{name}-{graph}-s{config.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+    base = Path("runs") / f"{name}-{graph}-s{config.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+    if env_rank() != 0:
+        return base
+    path, taken = base, 1
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        while not _claim(path):
+            taken += 1
+            path = base.with_name(f"{base.name}-{taken}")
+    except OSError as err:
+        raise ConfigError(
+            f"cannot create a run directory in {base.parent.resolve()} ({err.strerror or err}): give one with --log-dir"
+        ) from None
+    return path
+
+
+def _claim(path: Path) -> bool:
+    """Create `path`; False if it exists already (mkdir is atomic, so two runs never claim one name)."""
+    try:
+        path.mkdir()
+        return True
+    except FileExistsError:
+        return False
 
 
 def make_tasks(config: TrainConfig, learner_ids: np.ndarray, envs_per_learner: int | None = None) -> envs.TaskBatch:

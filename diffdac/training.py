@@ -18,7 +18,7 @@ from diffdac.distributed import PeerLost
 from diffdac.errors import CheckpointError, ResumeError, TrainingError
 from diffdac.learners import EpisodeStats, Learners, task_weighted_score
 from diffdac.loggers import Logger, MonitorLogger, ProgressLogger, RunInfo, TerminalLogger
-from diffdac.logs import check_rows, monitor_path, write_run_files
+from diffdac.logs import check_rows, monitor_path, write_json, write_run_files
 from diffdac.prepare import Prepared, make_tasks, prepare
 
 
@@ -43,13 +43,15 @@ def run(prepared: Prepared, comm: Communicator) -> Path:
     memory.keep_freed_memory()
     learners = Learners(config, prepared.method, comm, tasks, learner_ids)
     saved = restore(learners, run_dir) if config.resume else None
-    if saved is not None and saved["manifest"].complete:
+    if saved is not None and saved["manifest"].complete and saved["manifest"].steps >= config.steps_to_run:
         if lead:
             print(f"diffdac: {run_dir} is already complete ({saved['manifest'].steps} env steps): nothing to resume")
         tasks.close()
         return run_dir
     state = LoopState.from_saved(saved, config)
     check_logs(learners, run_dir, state)
+    if saved is not None and lead:
+        extend_run(run_dir, config, saved["manifest"])
     warning = topologies.disconnection_warning(graph)
     if warning and config.topology != "none" and config.method == "diff-a2c" and lead and saved is None:
         print(f"diffdac: warning: {warning}")
@@ -65,6 +67,15 @@ def run(prepared: Prepared, comm: Communicator) -> Path:
     comm.barrier()
     run_loop(learners, run_dir, state, default_loggers(learners, run_dir, state))
     return run_dir
+
+
+def extend_run(run_dir: Path, config: TrainConfig, manifest: checkpoint.Manifest) -> None:
+    """A resume with a raised --total-steps: config.json says the new length from now on."""
+    stored = read_run_config(run_dir)
+    if stored.get("total_steps") != config.total_steps:
+        write_json(run_dir / "config.json", {**stored, "total_steps": config.total_steps})
+        if manifest.complete:
+            print(f"diffdac: extending {run_dir} from {manifest.steps} to {config.steps_to_run} env steps")
 
 
 def default_loggers(learners: Learners, run_dir: Path, state: "LoopState") -> list[Logger]:

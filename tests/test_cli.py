@@ -184,3 +184,12 @@ def test_topology_prints_adjacency_weights_and_eigenvalue(tmp_path):
 def test_topology_bad_input_exits_2():
     result = _run("topology", "--topology", "ring", "--num-learners", "0")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["topology", "--topology", "ring", "--num-learners", "8"], ["train", "--help"]])
+def test_a_reader_that_goes_away_ends_the_command_quietly(argv):
+    """`diffdac topology | head -2`: the reader has closed the pipe before diffdac writes to it."""
+    proc = subprocess.Popen([sys.executable, "-m", "diffdac", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == "", err

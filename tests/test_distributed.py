@@ -227,36 +227,39 @@ def _wait_for_progress_rows(run_dir: Path, rows: int, deadline: float = 60) -> N
         time.sleep(0.05)
 
 
-def _outcomes(procs: list[subprocess.Popen], skip: int, timeout: float) -> tuple[list[int], list[str], float]:
-    """Exit codes and outputs of every process but `skip`, and how long the slowest took."""
-    start = time.monotonic()
+def _outcomes(procs: list[subprocess.Popen], skip: int, timeout: float) -> tuple[list[int], list[str]]:
+    """Exit codes and outputs of every process but `skip` (each must end within `timeout` seconds)."""
     codes, outputs = [], []
     for r, proc in enumerate(procs):
         if r != skip:
             outputs.append(proc.communicate(timeout=timeout)[0])
             codes.append(proc.returncode)
-    return codes, outputs, time.monotonic() - start
+    return codes, outputs
 
 
 def test_a_killed_rank_stops_the_others_at_once_with_one_line(tmp_path, launched):
+    """The peers notice the closed connections: they stop long before their hour-long --dist-timeout would."""
     run_dir = tmp_path / "run"
-    launched += _launch(run_dir, 3, "--total-steps", "100000000", "--dist-timeout", "5")
+    launched += _launch(run_dir, 3, "--total-steps", "100000000", "--dist-timeout", "3600")
     _wait_for_progress_rows(run_dir, 2)
     launched[0].send_signal(signal.SIGKILL)
-    codes, outputs, elapsed = _outcomes(launched, skip=0, timeout=30)
-    assert codes == [1, 1] and elapsed < 5, (elapsed, outputs)
+    codes, outputs = _outcomes(launched, skip=0, timeout=300)
+    assert codes == [1, 1], outputs
     for out in outputs:
         assert LOST.match(out.strip()) and len(out.strip().splitlines()) == 1, out
+        assert "Timed out" not in out
 
 
 def test_a_hung_rank_stops_the_others_after_the_timeout(tmp_path, launched):
+    """A stopped peer closes nothing: rank 0 gives up when --dist-timeout runs out, and says so."""
     run_dir = tmp_path / "run"
     launched += _launch(run_dir, 2, "--total-steps", "100000000", "--dist-timeout", "2")
     _wait_for_progress_rows(run_dir, 2)
     launched[1].send_signal(signal.SIGSTOP)
-    codes, outputs, elapsed = _outcomes(launched, skip=1, timeout=30)
-    assert codes == [1] and 1.5 < elapsed < 10, (elapsed, outputs)
+    codes, outputs = _outcomes(launched, skip=1, timeout=300)
+    assert codes == [1], outputs
     assert LOST.match(outputs[0].strip()) and "rank 0 lost peer rank 1" in outputs[0], outputs
+    assert "Timed out" in outputs[0] and "2000ms" in outputs[0], outputs
 
 
 @pytest.mark.parametrize("bad", [["--lr", "-1"], ["--num-learners", "1"]])

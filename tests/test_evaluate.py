@@ -109,3 +109,22 @@ def test_bad_eval_input_is_one_line_and_exit_2(ring, capsys, args, expected):
 def test_eval_of_a_directory_that_is_not_a_run_is_refused(tmp_path, capsys):
     assert _exit_status(["eval", str(tmp_path)]) == 2
     assert "is not a diffdac run" in capsys.readouterr().err
+
+
+def test_each_evaluation_keeps_its_own_file_and_says_where(tmp_path, capsys):
+    run_dir = _run(tmp_path, "run", save_every=1500)
+    for args in (
+        ["--tasks", "train"],
+        ["--tasks", "heldout"],
+        ["--tasks", "train", "--checkpoint", "1500"],
+        ["--stochastic"],
+    ):
+        assert _exit_status(["eval", str(run_dir), "--episodes", "1", *args]) == 0
+    names = sorted(p.name for p in run_dir.glob("eval-*.csv"))
+    assert names == [
+        "eval-heldout-step3000-greedy-1ep-seed0.csv",
+        "eval-train-step1500-greedy-1ep-seed0.csv",
+        "eval-train-step3000-greedy-1ep-seed0.csv",
+        "eval-train-step3000-stochastic-1ep-seed0.csv",
+    ]
+    assert f"wrote {run_dir / names[-1]}" in capsys.readouterr().out

@@ -222,3 +222,23 @@ def test_a_save_cut_short_leaves_no_stray_file_after_the_next_checkpoint(tmp_pat
     stray.write_bytes(b"half a checkpoint")
     assert _exit_status(["train", "--resume", "--log-dir", str(run_dir), "--no-progress"]) == 0
     assert not stray.exists() and checkpoint.latest(run_dir).complete
+
+
+def test_a_finished_run_is_extended_by_raising_total_steps(uninterrupted, tmp_path, capsys):
+    half = train(_config(tmp_path / "half", total_steps=STEPS // 2))
+    assert (
+        _exit_status(["train", "--resume", "--log-dir", str(half), "--total-steps", str(STEPS), "--no-progress"]) == 0
+    )
+    assert f"extending {half} from {STEPS // 2} to {STEPS} env steps" in capsys.readouterr().out
+    extended, whole = _episodes(half), _episodes(uninterrupted)
+    for name in whole:
+        pd.testing.assert_frame_equal(extended[name], whole[name], obj=name)
+    assert torch.equal(checkpoint.gather(half), checkpoint.gather(uninterrupted))
+    assert TrainConfig.from_run(half).total_steps == STEPS and checkpoint.latest(half).complete
+    assert _exit_status(["train", "--resume", "--log-dir", str(half), "--no-progress"]) == 0
+    assert "already complete" in capsys.readouterr().out
+
+
+def test_resume_cannot_lower_total_steps(uninterrupted, capsys):
+    assert _exit_status(["train", "--resume", "--log-dir", str(uninterrupted), "--total-steps", "4000"]) == 2
+    assert "can raise --total-steps but not lower it" in capsys.readouterr().err

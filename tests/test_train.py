@@ -124,3 +124,12 @@ def test_other_gymnasium_ids_train_through_vector_envs(tmp_path):
 def test_gae_option_trains(tmp_path):
     run_dir = train(_config(tmp_path, gae_lambda=0.95, total_steps=2000))
     assert pd.read_csv(run_dir / "progress.csv")["steps"].iloc[-1] == 2000
+
+
+def test_default_run_directories_never_collide(tmp_path, monkeypatch):
+    """A learning-rate loop in Python makes several runs in one second."""
+    monkeypatch.chdir(tmp_path)
+    options = dict(num_learners=2, envs_per_learner=1, hidden=8, total_steps=100, progress=False)
+    dirs = [train(TrainConfig(**options, lr=lr)) for lr in (1e-3, 2e-3, 3e-3, 4e-3)]
+    assert len(set(dirs)) == 4 and all((d / "config.json").is_file() for d in dirs)
+    assert [TrainConfig.from_run(d).lr for d in dirs] == [1e-3, 2e-3, 3e-3, 4e-3]
