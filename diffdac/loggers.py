@@ -8,6 +8,7 @@ that ends an episode, `after_update` after every update, `write_progress` every 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -107,21 +108,31 @@ class ProgressLogger:
 
 
 class TerminalLogger:
-    """The progress bar (on a terminal, with --progress) and the closing line (rank 0)."""
+    """What the terminal shows (rank 0): the run directory at the start; with --progress a bar on a
+    terminal, or one status line per log interval when stdout is not one (nohup, SLURM, CI,
+    notebooks); the closing line."""
 
     def __init__(self) -> None:
         self.bar: tqdm | None = None
         self.run: RunInfo | None = None
         self.last: dict[str, float] = {}
+        self.status_lines = False
 
     def start(self, run: RunInfo) -> None:
-        self.run = run
+        self.run, cfg = run, run.config
+        where = f"from step {run.steps_done} " if run.steps_done else ""
+        print(
+            f"diffdac: {cfg.num_learners} learners x {cfg.envs_per_learner} simulators of {cfg.env} ({cfg.method}), "
+            f"{where}to {run.total_steps} env steps; logs in {run.run_dir}",
+            flush=True,
+        )
+        self.status_lines = cfg.progress and not sys.stdout.isatty()
         self.bar = tqdm(
             total=run.total_steps,
             initial=run.steps_done,
             unit="step",
             unit_scale=True,
-            disable=None if run.config.progress else True,
+            disable=not cfg.progress or self.status_lines,
             dynamic_ncols=True,
         )
 
@@ -134,6 +145,8 @@ class TerminalLogger:
     def write_progress(self, row: dict[str, float]) -> None:
         self.last = row
         self.bar.set_postfix(score=f"{row['score']:.1f}", refresh=False)
+        if self.status_lines:
+            print(status_line(row, self.run), flush=True)
 
     def state(self) -> dict[str, Any]:
         return {}
@@ -148,3 +161,25 @@ class TerminalLogger:
                 f"last {RECENT_PER_LEARNER} episodes); mean return of the last {RECENT_EPISODES} episodes (of each process) "
                 f"{row['mean_return']:.1f}; logs in {self.run.run_dir}"
             )
+
+
+def status_line(row: dict[str, float], run: RunInfo) -> str:
+    """`diffdac: 120k/600k env steps (20%), 35.2k steps/s, score -250.3, 14s left`."""
+    steps, total, rate = row["steps"], run.total_steps, row["steps_per_s"]
+    left = (total - steps) / rate if rate > 0 else float("nan")
+    return (
+        f"diffdac: {_short(steps)}/{_short(total)} env steps ({100 * steps / total:.0f}%), {_short(rate)} steps/s, "
+        f"score {row['score']:.1f}, {_duration(left)} left"
+    )
+
+
+def _short(n: float) -> str:
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:.0f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # NaN
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

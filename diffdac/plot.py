@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 FORMATS = (".png", ".pdf", ".svg")
+MARKERS_UP_TO = 40  # bins in a curve up to which its points are marked
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,10 +173,22 @@ def draw(runs: list[results.Run], args: argparse.Namespace) -> Any:
             ax.xaxis.set_major_formatter(
                 matplotlib.ticker.FuncFormatter(lambda v, _: results.human_steps(v) if v > 0 else "0")
             )
-    if args.title:
-        fig.suptitle(args.title)
+    fig.suptitle(args.title or default_title(runs))
     fig.tight_layout()
     return fig
+
+
+def default_title(runs: list[results.Run]) -> str:
+    """The environment(s) and the learners x simulators of the runs, e.g. `RandomExtremeAcrobot-v1: 25 learners x 1 sim`."""
+    envs = sorted({str(r.config.get("env", "?")).split("/")[-1] for r in runs})
+    sizes = sorted({(r.config["num_learners"], r.config["envs_per_learner"]) for r in runs})
+    shown = ", ".join(f"{n} learners x {e} sim{'s' * (e > 1)}" for n, e in sizes)
+    return f"{', '.join(envs)}: {shown}"
+
+
+def _marker(points: int) -> dict[str, Any]:
+    """Markers where a curve has few points: a curve of one bin is one marker, not an invisible line."""
+    return {"marker": "o", "markersize": 3.5} if points <= MARKERS_UP_TO else {}
 
 
 def x_values(table: pd.DataFrame, args: argparse.Namespace, steps: str = "bin") -> pd.Series:
@@ -192,7 +205,13 @@ def draw_returns(ax: Axes, curves: pd.DataFrame, colors: dict[str, str], args: a
     for name, curve in curves.groupby("curve", observed=True):
         seeds = int(curve["n"].max())
         x = x_values(curve, args)
-        ax.plot(x, curve["mean"], color=colors[name], label=f"{name} ({seeds} seed{'s' * (seeds > 1)})")
+        ax.plot(
+            x,
+            curve["mean"],
+            color=colors[name],
+            label=f"{name} ({seeds} seed{'s' * (seeds > 1)})",
+            **_marker(len(curve)),
+        )
         if seeds > 1:
             ax.fill_between(
                 x, curve["mean"] - curve["se"], curve["mean"] + curve["se"], color=colors[name], alpha=0.25, linewidth=0
@@ -201,23 +220,29 @@ def draw_returns(ax: Axes, curves: pd.DataFrame, colors: dict[str, str], args: a
     per = "mean over learners" if args.weighting == "task" else "mean over episodes"
     ax.set_ylabel(f"return ({per}, per {results.human_steps(args.bin_steps)} steps)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="best")
 
 
 def draw_disagreement(ax: Axes, table: pd.DataFrame, colors: dict[str, str], args: argparse.Namespace) -> None:
-    """Disagreement (mean squared distance to the network average) over seeds, log scale."""
+    """Disagreement (mean squared distance to the network average) over seeds, log scale.
+
+    Exact consensus (0: a full graph, centralised A2C) has no place on a log axis: it is drawn on
+    a floor a decade below the smallest positive value, dashed, and the legend says "= 0".
+    """
+    positive = table["mean"][table["mean"] > 0]
+    floor = float(positive.min()) / 10 if len(positive) else 1.0
     for name, curve in table.groupby("curve", observed=True):
         x = x_values(curve, args, steps="steps")
-        ax.plot(x, curve["mean"], color=colors[name], label=name)
-        if curve["n"].max() > 1:
-            ax.fill_between(
-                x, curve["mean"] - curve["se"], curve["mean"] + curve["se"], color=colors[name], alpha=0.25, linewidth=0
-            )
-    positive = table["mean"][table["mean"] > 0]
-    if len(positive):  # log scale; exact consensus (0, e.g. a full graph) stays visible on symlog's linear part
-        ax.set_yscale("log") if len(positive) == len(table) else ax.set_yscale(
-            "symlog", linthresh=float(positive.min())
+        zero = bool((curve["mean"] == 0).all())
+        label, style = (f"{name} (= 0)", "--") if zero else (name, "-")
+        ax.plot(
+            x, curve["mean"].clip(lower=floor), color=colors[name], label=label, linestyle=style, **_marker(len(curve))
         )
+        if curve["n"].max() > 1 and not zero:
+            low = (curve["mean"] - curve["se"]).clip(lower=floor)
+            ax.fill_between(x, low, curve["mean"] + curve["se"], color=colors[name], alpha=0.25, linewidth=0)
+    ax.set_yscale("log")
+    ax.legend(fontsize="small", loc="best")
     ax.set_xlabel(x_label(args))
     ax.set_ylabel("disagreement")
     ax.set_title("squared distance of parameters to their average", fontsize="small")

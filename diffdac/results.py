@@ -49,6 +49,8 @@ from diffdac.logs import MONITOR_NAME, complete_lines
 BOOKKEEPING_KEYS = NOT_WHAT_IS_LEARNED
 # Keys whose value alone names a curve ("ring" rather than "topology=ring").
 BARE_KEYS = ("topology", "method")
+GRAPH_KEYS = ("topology", "adjacency", "edge_prob", "weights")  # meaningless for a method that ignores the graph
+MAX_LABEL = 40  # characters of an automatic curve name: the legend stays inside the figure
 OPTION_DEFAULTS = {
     f.name: list(f.default) if isinstance(f.default, tuple) else f.default for f in dataclasses.fields(TrainConfig)
 }
@@ -208,20 +210,60 @@ def curve_labels(runs: Sequence[Run], labels: Sequence[str] | None = None) -> li
 
 
 def _describe(configs: list[dict[str, Any]]) -> list[str]:
-    """Short names from the keys whose values differ between curves (topology first, then method)."""
+    """Short names from the keys whose values differ between curves (topology first, then method).
+
+    The graph is named once (an adjacency file by its name), and not at all for a method that
+    ignores it; options that are unset or empty for a curve are left out of its name.
+    """
     others = sorted({k for c in configs for k in c} - BOOKKEEPING_KEYS - set(BARE_KEYS))
     differing = [k for k in [*BARE_KEYS, *others] if len({json.dumps(c.get(k), default=str) for c in configs}) > 1]
+    if "topology" in differing and "adjacency" in differing:
+        differing.remove("adjacency")
     if not differing:  # one curve: say what it is
         c = configs[0]
         return [f"{_graph(c)}, {c['num_learners']} learners x {c['envs_per_learner']} sims"]
-    names = [", ".join(_show(k, c.get(k), c) for k in differing) for c in configs]
+    used = [
+        k for k in BARE_KEYS if k in differing
+    ]  # the graph and the method, then as few options as tell curves apart
+    while True:  # each time the option that splits the curves most
+        names = [_name(c, used) for c in configs]
+        left = [k for k in differing if k not in used]
+        if len(set(names)) == len(names) or not left:
+            break
+        used.append(max(left, key=lambda k: (len({_name(c, [*used, k]) for c in configs}), -left.index(k))))
+    used.sort(key=differing.index)
+    names = [_name(c, used) for c in configs]
     if len(set(names)) < len(names):  # values cut short to the same text: number the curves
         names = [f"{name} #{i + 1}" for i, name in enumerate(names)]
     return names
 
 
+def _name(config: dict[str, Any], keys: list[str]) -> str:
+    return _shorten(
+        ", ".join(_show(k, config.get(k), config) for k in keys if _shown(k, config)) or str(config.get("method"))
+    )
+
+
+def _shown(key: str, config: dict[str, Any]) -> bool:
+    """Whether a differing option says something about this curve."""
+    value = config.get(key)
+    if key != "topology" and (value is None or value == [] or value == ""):  # topology None: named by its adjacency
+        return False
+    return key not in GRAPH_KEYS or _uses_graph(config)
+
+
+def _uses_graph(config: dict[str, Any]) -> bool:
+    from diffdac.methods import METHODS
+
+    method = METHODS.get(str(config.get("method")))
+    return method is None or method.uses_graph
+
+
 def _graph(config: dict[str, Any]) -> str:
-    return str(config.get("topology") or "adjacency")
+    if config.get("topology"):
+        return str(config["topology"])
+    adjacency = str(config.get("adjacency") or "")
+    return f"adjacency {Path(adjacency).name}" if adjacency and not adjacency.startswith("[") else "adjacency"
 
 
 def _show(key: str, value: Any, config: dict[str, Any]) -> str:
@@ -230,6 +272,10 @@ def _show(key: str, value: Any, config: dict[str, Any]) -> str:
     text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
     text = text if len(text) <= 24 else text[:21] + "..."
     return text if key in BARE_KEYS else f"{key}={text}"
+
+
+def _shorten(name: str) -> str:
+    return name if len(name) <= MAX_LABEL else name[: MAX_LABEL - 3] + "..."
 
 
 # --- bins and curves -----------------------------------------------------------------------------

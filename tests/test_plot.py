@@ -154,3 +154,51 @@ def test_bad_options_are_one_line_and_exit_2(tmp_path, synthetic, capsys, monkey
 def test_a_directory_that_is_not_a_run_is_exit_2(tmp_path, capsys):
     assert _exit_status(["plot", str(tmp_path), "--table"]) == 2
     assert "no config.json" in _one_error_line(capsys)
+
+
+def _figure(run_dirs: list[str], *options: str):
+    from diffdac import plot, results
+    from diffdac.cli import build_parser
+
+    args = build_parser().parse_args(["plot", *run_dirs, "--out", "unused.png", "--bin-steps", str(W), *options])
+    return plot.draw(results.load_runs(args.runs), args)
+
+
+def test_every_curve_is_visible_named_shortly_and_its_legend_stays_in_the_figure(tmp_path):
+    """Four runs of different lengths and options; one of them has a single bin."""
+    one_bin = {(0, 0): [(-120, 50)], (1, 0): [(-140, 50)]}  # episodes end at step 100 only
+    runs = [
+        str(write_run(tmp_path / "a", RING_S0, seed=0)),
+        str(write_run(tmp_path / "b", one_bin, seed=0, progress_steps=100, method="gala")),
+        str(
+            write_run(
+                tmp_path / "c", FULL_S0, seed=0, topology=None, adjacency="/data/graphs/my-graph.csv", fail_learner=[]
+            )
+        ),
+        str(write_run(tmp_path / "d", RING_S1, seed=0, fail_learner=["1@150"], lr=0.01)),
+    ]
+    fig = _figure(runs, "--disagreement")
+    returns, spread = fig.axes[0], fig.axes[1]
+    lines = returns.get_lines()
+    assert len(lines) == 4 and all(line.get_marker() == "o" for line in lines)  # a single bin is a visible point
+    labels = [text.get_text() for text in returns.get_legend().get_texts()]
+    assert labels[1] == "gala (1 seed)"  # not "ring, gala": GALA ignores the graph
+    assert (
+        "adjacency my-graph.csv" in labels[2] and "fail_learner=" not in labels[2]
+    )  # no empty option, the file by its name
+    assert all(len(label) <= 50 for label in labels)
+    fig.canvas.draw()
+    inside = fig.bbox
+    for legend in (returns.get_legend(), spread.get_legend()):
+        box = legend.get_window_extent()
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+    assert fig.texts[0].get_text() == "RandomExtremeAcrobot-v1: 2 learners x 1 sim"  # the default title
+
+
+def test_exact_consensus_is_drawn_on_the_log_axis_and_named(tmp_path):
+    runs = [str(write_run(tmp_path / "ring", RING_S0)), str(write_run(tmp_path / "full", FULL_S0, topology="full"))]
+    spread = _figure(runs, "--disagreement").axes[1]
+    assert spread.get_yscale() == "log"
+    labels = [text.get_text() for text in spread.get_legend().get_texts()]
+    assert labels == ["ring", "full (= 0)"]
+    assert all(y > 0 for line in spread.get_lines() for y in line.get_ydata())

@@ -133,3 +133,40 @@ def test_default_run_directories_never_collide(tmp_path, monkeypatch):
     dirs = [train(TrainConfig(**options, lr=lr)) for lr in (1e-3, 2e-3, 3e-3, 4e-3)]
     assert len(set(dirs)) == 4 and all((d / "config.json").is_file() for d in dirs)
     assert [TrainConfig.from_run(d).lr for d in dirs] == [1e-3, 2e-3, 3e-3, 4e-3]
+
+
+def test_without_a_terminal_a_run_says_where_it_logs_and_prints_a_status_line_per_interval(tmp_path):
+    import subprocess
+    import sys
+
+    args = [
+        "--num-learners",
+        "2",
+        "--envs-per-learner",
+        "1",
+        "--hidden",
+        "8",
+        "--total-steps",
+        "1000",
+        "--log-interval",
+        "250",
+    ]
+    shown = subprocess.run(
+        [sys.executable, "-m", "diffdac", "train", *args, "--log-dir", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = shown.stdout.splitlines()
+    assert shown.returncode == 0 and lines[0].endswith(f"logs in {tmp_path / 'a'}"), shown.stdout
+    status = [line for line in lines if "env steps (" in line]
+    assert (
+        len(status) == 4 and status[-1].startswith("diffdac: 1k/1k env steps (100%)") and "steps/s, score" in status[0]
+    )
+    quiet = subprocess.run(
+        [sys.executable, "-m", "diffdac", "train", *args, "--log-dir", str(tmp_path / "b"), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert quiet.returncode == 0 and not [line for line in quiet.stdout.splitlines() if "env steps (" in line]

@@ -56,6 +56,7 @@ class Method:
     name: ClassVar[str]
     summary: ClassVar[str]  # one line: --help and the README's table of methods
     models_faults: ClassVar[bool] = False  # whether --link-drop, --max-staleness and --fail-learner apply
+    uses_graph: ClassVar[bool] = False  # whether --topology / --adjacency / --weights matter
 
     def __init__(self, config: TrainConfig, graph: nx.Graph) -> None:
         self.config, self.graph = config, graph

@@ -98,6 +98,7 @@ class DiffA2C(Method):
     name = "diff-a2c"
     summary = "Diff-DAC: adapt, then average actor and critic over the closed neighbourhood of the graph"
     models_faults = True
+    uses_graph = True
 
     def communication(self) -> list[Reads]:
         return [topologies.directed_edges(self.graph)]
