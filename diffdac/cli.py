@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     topo = sub.add_parser("topology", help="print a graph's adjacency, combination weights and spectral gap")
     topo.add_argument("--topology", default="ring", help=f"named graph ({', '.join(TOPOLOGY_NAMES)})")
     topo.add_argument("--adjacency", default=None, help="adjacency literal or .npy/.csv/.txt file; replaces --topology")
-    topo.add_argument("--num-learners", type=int, default=8)
+    topo.add_argument("--num-learners", type=int, default=None, help="default: the size of --adjacency, else 8")
     topo.add_argument("--weights", default="uniform", help="uniform or metropolis")
     topo.add_argument("--edge-prob", type=float, default=None)
     topo.add_argument("--seed", type=int, default=0)
@@ -119,7 +119,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         return dataclasses.replace(TrainConfig.from_run(given["log_dir"]), **given)
     if given.get("adjacency") is not None and "topology" not in given:
         given["topology"] = None
+    if given.get("adjacency") is not None and "num_learners" not in given:
+        given["num_learners"] = _matrix_size(given["adjacency"])
     return TrainConfig(**given)
+
+
+def _matrix_size(adjacency: str) -> int:
+    """--num-learners defaults to the size of the --adjacency matrix."""
+    import topologies
+
+    return topologies.adjacency_size(adjacency)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -137,7 +146,10 @@ def run_topology(args: argparse.Namespace) -> int:
     import topologies
 
     topology = None if args.adjacency is not None else args.topology
-    graph = topologies.resolve_graph(topology, args.adjacency, args.num_learners, args.edge_prob, args.seed)
+    n = args.num_learners
+    if n is None:
+        n = topologies.adjacency_size(args.adjacency) if args.adjacency is not None else 8
+    graph = topologies.resolve_graph(topology, args.adjacency, n, args.edge_prob, args.seed)
     print(topologies.describe(graph, args.weights))
     return 0
 

@@ -290,7 +290,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"--config {path} is not valid JSON") from None
         if not isinstance(values, dict):
             raise ConfigError(f"--config {path} must hold a JSON object of options, like a run's config.json")
-        values = {k: v for k, v in run_options(values).items() if k not in ("version", "world_size")}
+        values = {k: v for k, v in run_options(values).items() if k not in RUN_METADATA}
     else:
         try:
             values = tomllib.loads(text)
@@ -366,7 +366,7 @@ RESUME_FREE = frozenset(
     {"log_dir", "overwrite", "resume", "progress", "dist_timeout", "save_every", "keep_checkpoints"}
 )
 # What config.json adds to the options.
-RUN_METADATA = frozenset({"version", "world_size"})
+RUN_METADATA = frozenset({"version", "world_size", "adjacency_file"})
 # Everything that says where, how or with which seed a run was made rather than what it learns:
 # runs that differ only here are seeds of one curve.
 NOT_WHAT_IS_LEARNED = RESUME_FREE | RUN_METADATA | {"seed", "log_interval", "backend"}

@@ -238,6 +238,10 @@ def write_run_files(run_dir: Path, prepared: "Prepared", tasks: list[dict], worl
     remove_run_files(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stored = {k: v for k, v in config.to_dict().items() if k not in ("resume", "overwrite")}
+    if config.adjacency is not None and not config.adjacency.strip().startswith("["):
+        # the matrix itself, so the run can be resumed or repeated after the file has moved or changed
+        matrix = nx.to_numpy_array(prepared.graph, nodelist=range(config.num_learners), dtype=int)
+        stored.update(adjacency=json.dumps(matrix.tolist(), separators=(",", ":")), adjacency_file=config.adjacency)
     write_json(run_dir / "config.json", {**stored, "version": __version__, "world_size": world_size})
     write_matrix(
         run_dir / "topology.csv",

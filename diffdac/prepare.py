@@ -22,7 +22,7 @@ import torch
 import envs
 import topologies
 from diffdac import limits
-from diffdac.config import NORMALIZE_CHOICES, TrainConfig
+from diffdac.config import NORMALIZE_CHOICES, TrainConfig, read_run_config
 from diffdac.distributed import env_rank
 from diffdac.errors import ConfigError, ResumeError
 from diffdac.logs import RUN_FILES
@@ -193,6 +193,8 @@ def check_resume(config: TrainConfig) -> TrainConfig:
     changes what the run computes may differ.
     """
     stored = resolve_defaults(TrainConfig.from_run(config.log_dir).validate())
+    if config.adjacency is not None and config.adjacency == read_run_config(Path(config.log_dir)).get("adjacency_file"):
+        config = dataclasses.replace(config, adjacency=stored.adjacency)  # the file the run read, kept as its matrix
     differ = dataclasses.replace(config, total_steps=stored.total_steps).differences(stored)
     if differ:
         raise ResumeError(

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +194,40 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(argv):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and err == "", err
+
+
+def test_a_run_reads_back_as_its_own_input_and_outlives_its_adjacency_file(tmp_path, capsys):
+    ring4 = np.roll(np.eye(4, dtype=int), 1, axis=1) + np.roll(np.eye(4, dtype=int), -1, axis=1)
+    np.savetxt(tmp_path / "graph.csv", ring4, fmt="%d", delimiter=",")
+    run_dir = tmp_path / "run"
+    small = ["--envs-per-learner", "1", "--hidden", "8", "--no-progress"]
+    assert (
+        main(
+            [
+                "train",
+                "--adjacency",
+                str(tmp_path / "graph.csv"),
+                "--total-steps",
+                "400",
+                "--log-dir",
+                str(run_dir),
+                *small,
+            ]
+        )
+        == 0
+    )
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["num_learners"] == 4 and json.loads(config["adjacency"]) == ring4.tolist()  # the size from the matrix
+    for path in (run_dir / "topology.csv", tmp_path / "graph.csv"):
+        capsys.readouterr()
+        assert main(["topology", "--adjacency", str(path)]) == 0  # our own topology.csv, header and learner column
+        assert "learners: 4, edges: 4" in capsys.readouterr().out
+    resume = ["train", "--resume", "--log-dir", str(run_dir), "--no-progress"]
+    assert (
+        main([*resume, "--total-steps", "800", "--adjacency", str(tmp_path / "graph.csv")]) == 0
+    )  # the same file again
+    (tmp_path / "graph.csv").unlink()
+    assert main([*resume, "--total-steps", "1200"]) == 0  # the file is gone: the run holds its matrix
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(run_dir / "config.json"), "--seed", "3", "--log-dir", str(again)]) == 0
+    assert json.loads((again / "config.json").read_text())["adjacency"] == config["adjacency"]

@@ -15,6 +15,7 @@ from topologies.combination import (
 from topologies.errors import TopologyError
 from topologies.graphs import (
     TOPOLOGY_NAMES,
+    adjacency_size,
     build_graph,
     disconnection_warning,
     edge_count,
@@ -30,6 +31,7 @@ from topologies.time_varying import Reads, exponential_period, exponential_reads
 __all__ = [
     "TOPOLOGY_NAMES",
     "WEIGHT_RULES",
+    "adjacency_size",
     "TopologyError",
     "build_graph",
     "combination_weights",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import os
 import stat
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from topologies.names import TOPOLOGY_NAMES
 
 
 ADJACENCY_SUFFIXES = (".npy", ".csv", ".txt")
+FIRST_LINE_LIMIT = 1 << 26  # characters of a first row read to learn N (a 1M-learner row of "0,")
 
 
 def build_graph(name: str, num_learners: int, edge_prob: float | None = None, seed: int = 0) -> nx.Graph:
@@ -129,6 +131,30 @@ def _parse_literal(text: str) -> object:
 
 
 def _load_file(path: Path, max_learners: int | None) -> np.ndarray:
+    info = _check_file(path)
+    if max_learners is not None and info.st_size > max_file_bytes(path, max_learners):
+        raise TopologyError(
+            f"adjacency file {str(path)!r} is {info.st_size:,} bytes, more than a matrix of {max_learners} learners "
+            f"can take ({max_file_bytes(path, max_learners):,}): check the file or --num-learners"
+        )
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        text = path.read_text()
+        delimiter = "," if "," in text else None
+        if _is_run_table(text):  # a run's own topology.csv: a header row and a learner column around the matrix
+            return np.loadtxt(path, delimiter=delimiter, ndmin=2, skiprows=1)[:, 1:]
+        return np.loadtxt(path, delimiter=delimiter, ndmin=2)
+    except (OSError, ValueError, UnicodeDecodeError, MemoryError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TopologyError(
+            f"cannot read adjacency file {str(path)!r} ({reason}): "
+            "give a file of 0/1 rows separated by commas or spaces, or a .npy array"
+        ) from None
+
+
+def _check_file(path: Path) -> os.stat_result:
+    """An adjacency file that exists, is a regular file and has a suffix we read; its stat."""
     if path.exists() and not path.is_file():
         raise TopologyError(f"adjacency file {str(path)!r} is not a regular file: give a .npy, .csv or .txt file")
     if path.suffix.lower() not in ADJACENCY_SUFFIXES:
@@ -146,23 +172,37 @@ def _load_file(path: Path, max_learners: int | None) -> np.ndarray:
         raise TopologyError(f"cannot read adjacency file {str(path)!r} ({exc.strerror or exc})") from None
     if not stat.S_ISREG(info.st_mode):  # a FIFO or a device (/dev/zero) would never end or never fit
         raise TopologyError(f"adjacency file {str(path)!r} is not a regular file: give a .npy, .csv or .txt file")
-    if max_learners is not None and info.st_size > max_file_bytes(path, max_learners):
-        raise TopologyError(
-            f"adjacency file {str(path)!r} is {info.st_size:,} bytes, more than a matrix of {max_learners} learners "
-            f"can take ({max_file_bytes(path, max_learners):,}): check the file or --num-learners"
-        )
+    return info
+
+
+def _is_run_table(text: str) -> bool:
+    """Whether a text file is a matrix as diffdac writes it (topology.csv): first line `learner,0,1,...`."""
+    return text.split("\n", 1)[0].split(",")[0].strip() == "learner"
+
+
+def adjacency_size(spec: str) -> int:
+    """N of the N x N matrix `spec` gives, read cheaply (a .npy header, a text file's first row), so that
+    --num-learners can default to it before the whole matrix is read under a size limit."""
+    text = spec.strip()
+    if text.startswith("["):
+        return len(_to_numeric(_parse_literal(text), "adjacency literal"))
+    path = Path(text)
+    _check_file(path)
     try:
         if path.suffix.lower() == ".npy":
-            return np.load(path, allow_pickle=False)
-        text = path.read_text()
-        delimiter = "," if "," in text else None
-        return np.loadtxt(path, delimiter=delimiter, ndmin=2)
-    except (OSError, ValueError, UnicodeDecodeError, MemoryError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TopologyError(
-            f"cannot read adjacency file {str(path)!r} ({reason}): "
-            "give a file of 0/1 rows separated by commas or spaces, or a .npy array"
-        ) from None
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape = read(f)[0]
+            return int(shape[0]) if shape else 0
+        with open(path) as f:
+            first = f.readline(FIRST_LINE_LIMIT)
+            ours = _is_run_table(first)
+            if ours:
+                first = f.readline(FIRST_LINE_LIMIT)
+        return len(first.replace(",", " ").split()) - ours
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise TopologyError(f"cannot read adjacency file {str(path)!r} ({exc})") from None
 
 
 def _to_numeric(obj: object, what: str) -> np.ndarray:
