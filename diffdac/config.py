@@ -366,7 +366,7 @@ RESUME_FREE = frozenset(
     {"log_dir", "overwrite", "resume", "progress", "dist_timeout", "save_every", "keep_checkpoints"}
 )
 # What config.json adds to the options.
-RUN_METADATA = frozenset({"version", "world_size", "adjacency_file"})
+RUN_METADATA = frozenset({"version", "world_size", "adjacency_file", "provenance"})
 # Everything that says where, how or with which seed a run was made rather than what it learns:
 # runs that differ only here are seeds of one curve.
 NOT_WHAT_IS_LEARNED = RESUME_FREE | RUN_METADATA | {"seed", "log_interval", "backend"}

@@ -20,8 +20,8 @@ import pandas as pd
 import torch
 
 import envs
-from diffdac import checkpoint
-from diffdac.config import TrainConfig
+from diffdac import checkpoint, provenance
+from diffdac.config import TrainConfig, read_run_config
 from diffdac.errors import ConfigError
 from diffdac.normalize import RunningNorm
 from diffdac.population import Population
@@ -221,6 +221,8 @@ def main(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be a positive integer, got {args.episodes}")
     config = TrainConfig.from_run(run_dir).validate()
+    for warning in provenance.version_warnings(read_run_config(run_dir)):
+        print(f"diffdac: warning: {warning}")
     manifest = checkpoint.resolve(run_dir, args.checkpoint)
     out = Path(args.out) if args.out else run_dir / default_out_name(args, manifest.steps)
     check_out(out)

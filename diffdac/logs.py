@@ -232,7 +232,7 @@ def write_run_files(run_dir: Path, prepared: "Prepared", tasks: list[dict], worl
     An earlier run's logs and checkpoints here (--overwrite) are removed first, so that a later
     --resume can never pick up another run's checkpoint; files diffdac did not write stay.
     """
-    from diffdac import __version__
+    from diffdac import __version__, provenance
 
     config, method = prepared.config, prepared.method
     remove_run_files(run_dir)
@@ -242,7 +242,10 @@ def write_run_files(run_dir: Path, prepared: "Prepared", tasks: list[dict], worl
         # the matrix itself, so the run can be resumed or repeated after the file has moved or changed
         matrix = nx.to_numpy_array(prepared.graph, nodelist=range(config.num_learners), dtype=int)
         stored.update(adjacency=json.dumps(matrix.tolist(), separators=(",", ":")), adjacency_file=config.adjacency)
-    write_json(run_dir / "config.json", {**stored, "version": __version__, "world_size": world_size})
+    write_json(
+        run_dir / "config.json",
+        {**stored, "version": __version__, "world_size": world_size, "provenance": provenance.facts()},
+    )
     write_matrix(
         run_dir / "topology.csv",
         nx.to_numpy_array(method.logged_graph(), nodelist=range(config.num_learners), dtype=int),

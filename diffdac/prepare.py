@@ -21,7 +21,7 @@ import torch
 
 import envs
 import topologies
-from diffdac import limits
+from diffdac import limits, provenance
 from diffdac.config import NORMALIZE_CHOICES, TrainConfig, read_run_config
 from diffdac.distributed import env_rank
 from diffdac.errors import ConfigError, ResumeError
@@ -205,6 +205,9 @@ def check_resume(config: TrainConfig) -> TrainConfig:
             f"--resume can raise --total-steps but not lower it: {config.log_dir} runs to {stored.total_steps} "
             f"(given {config.total_steps})"
         )
+    if env_rank() == 0:
+        for warning in provenance.version_warnings(read_run_config(Path(config.log_dir))):
+            print(f"diffdac: warning: {warning}")
     return config
 
 
