@@ -29,10 +29,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `diffdac plot`."""
     parser.add_argument(
         "runs",
-        nargs="+",
+        nargs="*",
         type=Path,
         metavar="RUN_DIR",
         help="run directories of diffdac train, finished or still running",
+    )
+    parser.add_argument(
+        "--graph",
+        action="append",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="instead of curves, draw this run's graph: learners coloured by score, sized by a task parameter (repeatable)",
+    )
+    parser.add_argument(
+        "--graph-param",
+        default=None,
+        metavar="NAME",
+        help="task parameter that sizes the nodes (default: the first in tasks.csv)",
     )
     parser.add_argument("--out", type=Path, default=None, metavar="FIGURE", help="figure to write: .png, .pdf or .svg")
     parser.add_argument(
@@ -92,6 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run `diffdac plot`; bad input raises ConfigError (one line, exit 2 in the CLI)."""
     check_args(args)
+    if args.graph:
+        draw_graphs(args).savefig(args.out, dpi=120)
+        print(f"diffdac: wrote {args.out}")
+        return 0
     runs = results.load_runs(args.runs)
     if args.out is not None:
         draw(runs, args).savefig(args.out, dpi=120)
@@ -108,6 +126,12 @@ def main(args: argparse.Namespace) -> int:
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse bad options before reading any run."""
+    if args.graph and (args.runs or args.table or args.csv):
+        raise ConfigError("--graph RUN_DIR draws graphs only: give the runs with --graph, without --table or --csv")
+    if not args.graph and not args.runs:
+        raise ConfigError("give run directories to plot (or --graph RUN_DIR for a run's graph)")
+    if args.graph and args.out is None:
+        raise ConfigError("--graph needs --out FIGURE.png")
     if args.out is None and not (args.table or args.csv):
         raise ConfigError("nothing to do: give --out FIGURE.png, --table or --csv FILE")
     if args.out is not None and args.out.suffix.lower() not in FORMATS:
@@ -174,6 +198,29 @@ def draw(runs: list[results.Run], args: argparse.Namespace) -> Any:
                 matplotlib.ticker.FuncFormatter(lambda v, _: results.human_steps(v) if v > 0 else "0")
             )
     fig.suptitle(args.title or default_title(runs))
+    fig.tight_layout()
+    return fig
+
+
+def draw_graphs(args: argparse.Namespace) -> Any:
+    """One panel per --graph run: its topology, learners coloured by score and sized by a task parameter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from diffdac import graph_figure
+
+    runs = results.load_runs(args.graph)
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.0 * len(runs), 4.8), squeeze=False)
+    for ax, run in zip(axes.flat, runs):
+        sizes, name = graph_figure.task_parameter(run.path, args.graph_param)
+        title = f"{run.path.name}: {run.config.get('method')}, {run.config.get('topology') or 'adjacency'}"
+        mapping = graph_figure.draw_graph(
+            ax, graph_figure.run_graph(run.path), results.learner_scores(run), sizes, name, title
+        )
+        if mapping is not None:
+            fig.colorbar(mapping, ax=ax, shrink=0.7, label="score")
     fig.tight_layout()
     return fig
 

@@ -349,6 +349,12 @@ def learner_curves(runs: Sequence[Run], bin_steps: int, labels: Sequence[str] | 
     return across_seeds(seed_table(runs, bin_steps, labels, by=["learner"]), ["curve", "learner", "bin"])
 
 
+def learner_scores(run: Run, last: int = 10) -> pd.Series:
+    """Each learner's mean return over its last `last` finished episodes (as progress.csv's score)."""
+    episodes = run.episodes.sort_values("steps", kind="stable")
+    return episodes.groupby("learner")["r"].apply(lambda r: r.tail(last).mean())
+
+
 def disagreement(runs: Sequence[Run], labels: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per (curve, progress.csv step): mean disagreement over seeds and its standard error."""
     names = curve_labels(runs, labels)

@@ -1,5 +1,6 @@
 """`diffdac plot` on the command line: figures, the table, and bad input as one line with exit 2."""
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_results import FULL_S0, RING_S0, RING_S1, W, write_run
@@ -202,3 +203,45 @@ def test_exact_consensus_is_drawn_on_the_log_axis_and_named(tmp_path):
     labels = [text.get_text() for text in spread.get_legend().get_texts()]
     assert labels == ["ring", "full (= 0)"]
     assert all(y > 0 for line in spread.get_lines() for y in line.get_ydata())
+
+
+def test_the_graph_of_a_run_colours_learners_by_score_and_sizes_them_by_task(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--num-learners",
+                "4",
+                "--envs-per-learner",
+                "2",
+                "--hidden",
+                "8",
+                "--total-steps",
+                "6000",
+                "--log-dir",
+                str(run_dir),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    from diffdac import graph_figure, results
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = results.load_run(run_dir)
+    scores, (masses, name) = results.learner_scores(run), graph_figure.task_parameter(run_dir, None)
+    fig, ax = plt.subplots()
+    graph_figure.draw_graph(ax, graph_figure.run_graph(run_dir), scores, masses, name, "ring")
+    nodes = ax.collections[-1]
+    assert len(nodes.get_offsets()) == 4 and name == "mass"
+    sizes = nodes.get_sizes()
+    assert np.argmax(sizes) == masses.to_numpy().argmax() and np.argmin(sizes) == masses.to_numpy().argmin()
+    colours = [tuple(c) for c in nodes.get_facecolors()]
+    assert len(set(colours)) == len(set(scores.round(6)))  # one colour per distinct score
+    out = tmp_path / "graph.png"
+    assert main(["plot", "--graph", str(run_dir), "--out", str(out)]) == 0 and out.read_bytes().startswith(PNG_MAGIC)
+    assert _exit_status(["plot", "--graph", str(run_dir)]) == 2 and "--graph needs --out" in _one_error_line(capsys)
