@@ -113,7 +113,14 @@ class TrainConfig:
     )
     threads: int = opt(1, "torch CPU threads per process; the numbers are reproducible for a fixed count")
     device: str = opt("cpu", "torch device of the population: cpu or cuda")
-    progress: bool = opt(True, "show a progress bar on the terminal")
+    progress: bool = opt(
+        True, "show a progress bar on a terminal, or a status line per log interval when stdout is not one"
+    )
+    tensorboard: str | None = opt(
+        None,
+        "also write TensorBoard event files into this directory: progress.csv's scalars, each learner's returns, "
+        "the graph (the [tensorboard] extra)",
+    )
     backend: str | None = opt(
         None, "torch.distributed backend under torchrun: gloo or nccl; unset means nccl with --device cuda, else gloo"
     )
@@ -363,7 +370,7 @@ def _type_name(hint: Any) -> str:
 
 # Options that control how a run is carried out, not what it computes: free to change on --resume.
 RESUME_FREE = frozenset(
-    {"log_dir", "overwrite", "resume", "progress", "dist_timeout", "save_every", "keep_checkpoints"}
+    {"log_dir", "overwrite", "resume", "progress", "dist_timeout", "save_every", "keep_checkpoints", "tensorboard"}
 )
 # What config.json adds to the options.
 RUN_METADATA = frozenset({"version", "world_size", "adjacency_file", "provenance"})

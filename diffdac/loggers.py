@@ -107,6 +107,63 @@ class ProgressLogger:
         self.progress.close()
 
 
+class TensorBoardLogger:
+    """TensorBoard event files in one directory: every rank writes its learners' returns to its own file
+    (TensorBoard merges a directory's files); rank 0 adds progress.csv's scalars and the graph."""
+
+    def __init__(self, log_dir: Path, rank: int, learner_ids: Sequence[int]) -> None:
+        self.log_dir, self.rank, self.learner_ids = log_dir, rank, list(map(int, learner_ids))
+        self.writer: Any = None
+        self.steps = 0
+
+    def start(self, run: RunInfo) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.steps = run.steps_done
+        # a resumed run drops what a killed one logged after its checkpoint
+        self.writer = SummaryWriter(
+            str(self.log_dir), filename_suffix=f".rank{self.rank}", purge_step=run.steps_done or None
+        )
+        if self.rank == 0 and not run.steps_done:
+            self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in run.config.to_dict().items()))
+            self.writer.add_figure("graph", graph_picture(run.run_dir))
+
+    def record_episodes(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> None:
+        for k, e in zip(*np.nonzero(done)):
+            self.writer.add_scalar(f"learner{self.learner_ids[k]:03d}/return", float(episode_return[k, e]), self.steps)
+
+    def after_update(self, steps: int) -> None:
+        self.steps = steps
+
+    def write_progress(self, row: dict[str, float]) -> None:
+        if self.rank == 0:
+            for key, value in row.items():
+                if key != "steps" and value == value:  # NaN scores before the first episodes stay out
+                    self.writer.add_scalar(f"progress/{key}", value, row["steps"])
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def close(self, finished: bool) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def graph_picture(run_dir: Path) -> Any:
+    """The run's graph, learners sized by their first task parameter (no scores yet)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from diffdac import graph_figure
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    sizes, name = graph_figure.task_parameter(run_dir, None)
+    graph_figure.draw_graph(ax, graph_figure.run_graph(run_dir), None, sizes, name, run_dir.name)
+    return fig
+
+
 class TerminalLogger:
     """What the terminal shows (rank 0): the run directory at the start; with --progress a bar on a
     terminal, or one status line per log interval when stdout is not one (nohup, SLURM, CI,

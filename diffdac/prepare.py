@@ -8,6 +8,7 @@ rest of the program receives a Prepared run it can trust.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import tempfile
 from dataclasses import dataclass
@@ -82,6 +83,8 @@ def check_machine(config: TrainConfig) -> None:
         raise ConfigError(
             "--device cuda, but torch sees no CUDA device here (torch.cuda.is_available() is False): use --device cpu"
         )
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'diffdac[tensorboard]'")
     cores = os.cpu_count() or 1
     if config.threads > cores:
         raise ConfigError(

@@ -17,7 +17,7 @@ from diffdac.config import TrainConfig, read_run_config
 from diffdac.distributed import PeerLost
 from diffdac.errors import CheckpointError, ResumeError, TrainingError
 from diffdac.learners import EpisodeStats, Learners, task_weighted_score
-from diffdac.loggers import Logger, MonitorLogger, ProgressLogger, RunInfo, TerminalLogger
+from diffdac.loggers import Logger, MonitorLogger, ProgressLogger, RunInfo, TensorBoardLogger, TerminalLogger
 from diffdac.logs import check_rows, monitor_path, write_json, write_run_files
 from diffdac.prepare import Prepared, make_tasks, prepare
 
@@ -88,6 +88,8 @@ def default_loggers(learners: Learners, run_dir: Path, state: "LoopState") -> li
     ]
     if learners.comm.rank == 0:
         loggers += [ProgressLogger(run_dir / "progress.csv", state.progress_rows), TerminalLogger()]
+    if cfg.tensorboard:
+        loggers.append(TensorBoardLogger(Path(cfg.tensorboard), learners.comm.rank, learners.learner_ids))
     return loggers
 
 
