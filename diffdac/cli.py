@@ -69,7 +69,7 @@ def _comma_list(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand's options; the subcommands' modules (torch, pandas) are imported here, inside main's Ctrl-C guard."""
-    from diffdac import bench, bench_compile, evaluate, plot  # noqa: F401 (bench_compile registers its scenario)
+    from diffdac import bench, bench_compile, evaluate, plot, policy  # noqa: F401 (bench_compile registers its scenario)
 
     parser = OneLineParser(prog="diffdac", description="Decentralised multitask RL by diffusion (Diff-DAC).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_arguments(
         sub.add_parser("plot", help="learning curves and a results table of run directories, seeds grouped")
     )
+    policy.add_arguments(sub.add_parser("export", help="a trained policy as TorchScript, to use without diffdac"))
     topo = sub.add_parser("topology", help="print a graph's adjacency, combination weights and spectral gap")
     topo.add_argument("--topology", default="ring", help=f"named graph ({', '.join(TOPOLOGY_NAMES)})")
     topo.add_argument("--adjacency", default=None, help="adjacency literal or .npy/.csv/.txt file; replaces --topology")
@@ -172,7 +173,20 @@ def run_eval(args: argparse.Namespace) -> int:
     return evaluate.main(args)
 
 
-COMMANDS = {"train": run_train, "topology": run_topology, "bench": run_bench, "plot": run_plot, "eval": run_eval}
+def run_export(args: argparse.Namespace) -> int:
+    from diffdac import policy
+
+    return policy.main(args)
+
+
+COMMANDS = {
+    "train": run_train,
+    "topology": run_topology,
+    "bench": run_bench,
+    "plot": run_plot,
+    "eval": run_eval,
+    "export": run_export,
+}
 
 
 def _is_lead() -> bool:

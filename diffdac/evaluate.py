@@ -14,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -152,23 +153,43 @@ def _table(tasks: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(tasks).rename_axis("task").reset_index()
 
 
+def eval_batch(config: TrainConfig, tasks: TaskSet, copies: int, episodes: int, seed: int) -> envs.TaskBatch:
+    """`copies` x tasks pairs of `episodes` simulators each (pair i plays task i % T): the same initial
+    states for every copy of a task, whichever policy drives it."""
+    pair_task_ids = np.tile(np.asarray(tasks.task_ids), copies)
+    if tasks.acrobot_tasks is not None:
+        return BatchedAcrobot(
+            tasks.acrobot_tasks * copies, episodes, int(envs.task_seed_for(seed, EVAL_SEED_SALT)), pair_task_ids
+        )
+    return envs.make_task_batch(
+        tasks.env_id, config.seed, pair_task_ids, episodes, config.task_seeding, config.mass_scaling
+    )
+
+
 def run_episodes(
     config: TrainConfig, policies: Policies, tasks: TaskSet, episodes: int, stochastic: bool, seed: int
 ) -> pd.DataFrame:
     """One episode in each of episodes x (policy, task) simulators; returns one row per episode."""
     num_p, num_t = len(policies.names), len(tasks.task_ids)
-    pair_task_ids = np.tile(np.asarray(tasks.task_ids), num_p)  # pair i = (policy i // T, task i % T)
-    eval_seed = int(envs.task_seed_for(seed, EVAL_SEED_SALT))
-    if tasks.acrobot_tasks is not None:
-        batch = BatchedAcrobot(tasks.acrobot_tasks * num_p, episodes, eval_seed, pair_task_ids)
-    else:
-        batch = envs.make_task_batch(
-            tasks.env_id, config.seed, pair_task_ids, episodes, config.task_seeding, config.mass_scaling
-        )
+    batch = eval_batch(config, tasks, num_p, episodes, seed)
     pop = Population(batch.observation_space, batch.action_space, np.arange(num_p * num_t), config.hidden)
     with torch.no_grad():
         pop.flat.copy_(policies.params.repeat_interleave(num_t, 0))
-    returns, lengths = _play(batch, pop, policies, num_t, stochastic, seed)
+    norm = (
+        None
+        if policies.obs_mean is None
+        else RunningNorm.from_statistics(
+            policies.obs_mean.repeat_interleave(num_t, 0), policies.obs_var.repeat_interleave(num_t, 0)
+        )
+    )
+
+    def choose(obs: np.ndarray, step: int) -> np.ndarray:
+        x = torch.as_tensor(obs, dtype=torch.float32)
+        if norm is not None:
+            x = norm.normalize(x)
+        return (pop.act(x, seed, step) if stochastic else pop.greedy(x)).numpy()
+
+    returns, lengths = play(batch, choose)
     batch.close()
     rows = pd.DataFrame(
         {
@@ -182,27 +203,17 @@ def run_episodes(
     return rows.merge(tasks.table, on="task", how="left").assign(env_id=tasks.env_id, stochastic=stochastic)
 
 
-def _play(
-    batch: envs.TaskBatch, pop: Population, policies: Policies, num_t: int, stochastic: bool, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Step until every simulator has finished its first episode; later episodes are ignored."""
+def play(batch: envs.TaskBatch, choose: Callable[[np.ndarray, int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Step until every simulator has finished its first episode (later ones are ignored); returns and lengths `[K, E]`.
+
+    `choose(obs, step)` gives the actions for observations `[K, E, D]`.
+    """
     shape = (batch.num_learners, batch.envs_per_learner)
     returns, lengths = np.zeros(shape), np.zeros(shape, dtype=np.int64)
     finished = np.zeros(shape, dtype=bool)
     obs, step = batch.reset(), 0
-    norm = (
-        None
-        if policies.obs_mean is None
-        else RunningNorm.from_statistics(
-            policies.obs_mean.repeat_interleave(num_t, 0), policies.obs_var.repeat_interleave(num_t, 0)
-        )
-    )
     while not finished.all():
-        x = torch.as_tensor(obs, dtype=torch.float32)
-        if norm is not None:
-            x = norm.normalize(x)
-        actions = pop.act(x, seed, step) if stochastic else pop.greedy(x)
-        result = batch.step(actions.numpy())
+        result = batch.step(choose(obs, step))
         done = (result.terminated | result.truncated) & ~finished
         returns[done], lengths[done] = result.episode_return[done], result.episode_length[done]
         finished |= done
