@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 
 import envs
-from diffdac import checkpoint, provenance
+from diffdac import checkpoint, provenance, video
+from diffdac.policy import load_policy
 from diffdac.config import TrainConfig, read_run_config
 from diffdac.errors import ConfigError
 from diffdac.normalize import RunningNorm
@@ -61,6 +62,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the evaluation episodes' initial states (default: 0)"
+    )
+    parser.add_argument(
+        "--video",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also record the network-average policy on every task as MP4s in DIR (the [video] extra)",
+    )
+    parser.add_argument(
+        "--video-episodes", type=int, default=1, metavar="N", help="episodes recorded per task (default: 1)"
     )
     parser.add_argument(
         "--out", default=None, help="CSV to write (default: RUN_DIR/eval-<tasks>-step<S>-<mode>-<N>ep-seed<seed>.csv)"
@@ -229,17 +240,21 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
 
 def main(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
-    if args.episodes < 1:
-        raise ConfigError(f"--episodes must be a positive integer, got {args.episodes}")
+    if args.episodes < 1 or args.video_episodes < 1:
+        raise ConfigError(
+            f"--episodes and --video-episodes must be positive, got {args.episodes} and {args.video_episodes}"
+        )
     config = TrainConfig.from_run(run_dir).validate()
     for warning in provenance.version_warnings(read_run_config(run_dir)):
         print(f"diffdac: warning: {warning}")
     manifest = checkpoint.resolve(run_dir, args.checkpoint)
     out = Path(args.out) if args.out else run_dir / default_out_name(args, manifest.steps)
     check_out(out)
+    tasks = task_set(config, args.tasks)
+    if args.video is not None:
+        video.check_video_support(tasks.env_id)
     torch.set_num_threads(min(config.threads, os.cpu_count() or 1))
     policies = load_policies(run_dir, config, manifest, args.policies)
-    tasks = task_set(config, args.tasks)
     rows = run_episodes(config, policies, tasks, args.episodes, args.stochastic, args.seed)
     rows.assign(checkpoint_steps=manifest.steps).to_csv(out, index=False)
     mode = "stochastic" if args.stochastic else "greedy"
@@ -249,6 +264,19 @@ def main(args: argparse.Namespace) -> int:
     )
     print(_short(summary(rows)).to_string(float_format=lambda v: f"{v:.1f}"))
     print(f"wrote {out}")
+    if args.video is not None:
+        average = load_policy(run_dir, "average", args.checkpoint)
+        files = video.record(
+            config,
+            average,
+            tasks.env_id,
+            tasks.task_ids,
+            tasks.acrobot_tasks,
+            args.video,
+            args.video_episodes,
+            args.seed,
+        )
+        print(f"wrote {len(files)} videos of the network-average policy to {args.video}")
     return 0
 
 

@@ -65,16 +65,10 @@ def prepare(config: TrainConfig) -> Prepared:
 def resolve_defaults(config: TrainConfig) -> TrainConfig:
     """Options whose default depends on the task: --normalize is obs,reward for MuJoCo tasks."""
     if config.normalize is None:
-        normalize = NORMALIZE_CHOICES if _is_mujoco(config.env) else ()
+        normalize = NORMALIZE_CHOICES if envs.needs_mujoco(config.env) else ()
     else:
         normalize = tuple(n for n in config.normalize if n != "none")
     return dataclasses.replace(config, normalize=normalize)
-
-
-def _is_mujoco(env_id: str) -> bool:
-    spec = gymnasium.registry.get(env_id)
-    entry = getattr(spec, "entry_point", "")
-    return "mujoco" in (entry if isinstance(entry, str) else getattr(entry, "__module__", ""))
 
 
 def check_machine(config: TrainConfig) -> None:
@@ -130,7 +124,7 @@ def build_graph(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.Sp
 def memory_sizes(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.Space], edges: int) -> limits.Sizes:
     """What one process of this run holds: its block of learners under torchrun, every learner otherwise."""
     world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    kind = "batched" if envs.is_batched_acrobot(config.env) else "mujoco" if _is_mujoco(config.env) else "gym"
+    kind = "batched" if envs.is_batched_acrobot(config.env) else "mujoco" if envs.needs_mujoco(config.env) else "gym"
     return limits.Sizes(
         learners=-(-config.num_learners // world),
         total_learners=config.num_learners,
@@ -255,5 +249,7 @@ def make_tasks(config: TrainConfig, learner_ids: np.ndarray, envs_per_learner: i
     except ValueError as err:
         raise ConfigError(str(err)) from None
     except (gymnasium.error.Error, ImportError) as err:
+        if envs.needs_mujoco(config.env) and importlib.util.find_spec("mujoco") is None:
+            raise ConfigError(f"{config.env} needs MuJoCo, which is an extra: pip install 'diffdac[mujoco]'") from None
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ConfigError(f"cannot make environment {config.env}: {reason}") from None

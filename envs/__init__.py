@@ -12,6 +12,13 @@ from envs.mujoco_tasks import ROBOT_NAMES, sample_mujoco_task, variant_id
 ACROBOT_REWARD_THRESHOLD = -100.0  # gymnasium Acrobot-v1
 
 
+def needs_mujoco(env_id: str) -> bool:
+    """Whether making `env_id` imports mujoco (our variants and gymnasium's own MuJoCo envs)."""
+    spec = gymnasium.registry.get(env_id)
+    entry = getattr(spec, "entry_point", "")
+    return "mujoco" in (entry if isinstance(entry, str) else getattr(entry, "__module__", ""))
+
+
 def _register_acrobots() -> None:
     """Register the Acrobot variants once; importing again leaves the registry as it is."""
     for env_id, family in ACROBOT_FAMILIES.items():
@@ -55,6 +62,7 @@ __all__ = [
     "StepResult",
     "TaskBatch",
     "is_batched_acrobot",
+    "needs_mujoco",
     "make_task_batch",
     "sample_acrobot_task",
     "sample_mujoco_task",

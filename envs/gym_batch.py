@@ -19,13 +19,19 @@ DIFFDAC_NAMESPACE = "diffdac/"
 
 
 def make_learner_env(
-    env_id: str, seed: int, learner: int, task_seeding: str = "keyed", **task_options: object
+    env_id: str,
+    seed: int,
+    learner: int,
+    task_seeding: str = "keyed",
+    render_mode: str | None = None,
+    **task_options: object,
 ) -> gymnasium.Env:
     """Learner `learner`'s env: its own task for diffdac ids (with `task_options` such as
     mass_scaling), the one standard task otherwise."""
+    render = {} if render_mode is None else {"render_mode": render_mode}
     if env_id.startswith(DIFFDAC_NAMESPACE):
-        return gymnasium.make(env_id, task_seed=task_seed_for(seed, learner, task_seeding), **task_options)
-    return gymnasium.make(env_id)
+        return gymnasium.make(env_id, task_seed=task_seed_for(seed, learner, task_seeding), **render, **task_options)
+    return gymnasium.make(env_id, **render)
 
 
 class GymTaskBatch:

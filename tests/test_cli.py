@@ -231,3 +231,35 @@ def test_a_run_reads_back_as_its_own_input_and_outlives_its_adjacency_file(tmp_p
     again = tmp_path / "again"
     assert main(["train", "--config", str(run_dir / "config.json"), "--seed", "3", "--log-dir", str(again)]) == 0
     assert json.loads((again / "config.json").read_text())["adjacency"] == config["adjacency"]
+
+
+def test_a_mujoco_id_without_mujoco_names_the_extra(tmp_path):
+    """The Acrobot needs no MuJoCo: without it installed, a MuJoCo id is one line naming diffdac[mujoco]."""
+    hide = "import sys; sys.modules['mujoco'] = None; from diffdac.cli import main; sys.exit(main(sys.argv[1:]))"
+    args = ["train", "--env", "diffdac/RandomMassHopper-v5", "--log-dir", str(tmp_path / "run")]
+    result = subprocess.run([sys.executable, "-c", hide, *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "diffdac: error: diffdac/RandomMassHopper-v5 needs MuJoCo, which is an extra: pip install 'diffdac[mujoco]'"
+    ]
+    acrobot = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            hide,
+            "train",
+            "--total-steps",
+            "200",
+            "--num-learners",
+            "2",
+            "--envs-per-learner",
+            "1",
+            "--log-dir",
+            str(tmp_path / "acrobot"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert acrobot.returncode == 0, acrobot.stderr

@@ -128,3 +128,31 @@ def test_each_evaluation_keeps_its_own_file_and_says_where(tmp_path, capsys):
         "eval-train-step3000-stochastic-1ep-seed0.csv",
     ]
     assert f"wrote {run_dir / names[-1]}" in capsys.readouterr().out
+
+
+def test_eval_records_a_video_of_the_average_policy_on_every_task(ring, tmp_path, capsys):
+    import imageio.v3 as iio
+
+    videos = tmp_path / "videos"
+    assert (
+        _exit_status(
+            [
+                "eval",
+                str(ring),
+                "--episodes",
+                "1",
+                "--tasks",
+                "heldout",
+                "--video",
+                str(videos),
+                "--out",
+                str(tmp_path / "e.csv"),
+            ]
+        )
+        == 0
+    )
+    files = sorted(p.name for p in videos.glob("*.mp4"))
+    assert files == ["task000-episode-0.mp4", "task001-episode-0.mp4", "task002-episode-0.mp4"]
+    frames = iio.imread(videos / files[0])
+    assert frames.ndim == 4 and frames.shape[-1] == 3 and len(frames) > 10  # frames of an episode, in colour
+    assert f"wrote 3 videos of the network-average policy to {videos}" in capsys.readouterr().out

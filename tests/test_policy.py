@@ -68,8 +68,17 @@ def test_one_observation_gives_one_action_and_bad_learners_are_refused(run_dir, 
 
 def test_a_continuous_policy_gives_clipped_mean_actions_and_the_episodes_eval_plays(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # MuJoCo may write MUJOCO_LOG.TXT
-    run_dir = train(TrainConfig(env="diffdac/RandomMassHopper-v5", num_learners=2, envs_per_learner=1, hidden=8,
-                                total_steps=400, log_dir=str(tmp_path / "hop"), progress=False))
+    run_dir = train(
+        TrainConfig(
+            env="diffdac/RandomMassHopper-v5",
+            num_learners=2,
+            envs_per_learner=1,
+            hidden=8,
+            total_steps=400,
+            log_dir=str(tmp_path / "hop"),
+            progress=False,
+        )
+    )
     module = diffdac.load_policy(run_dir, 0)
     actions = module(torch.randn(5, 11) * 100)
     assert actions.shape == (5, 3) and actions.abs().max() <= 1.0
