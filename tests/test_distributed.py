@@ -258,8 +258,10 @@ def test_a_hung_rank_stops_the_others_after_the_timeout(tmp_path, launched):
     launched[1].send_signal(signal.SIGSTOP)
     codes, outputs = _outcomes(launched, skip=1, timeout=300)
     assert codes == [1], outputs
-    assert LOST.match(outputs[0].strip()) and "rank 0 lost peer rank 1" in outputs[0], outputs
-    assert "Timed out" in outputs[0] and "2000ms" in outputs[0], outputs
+    started, failed = outputs[0].strip().splitlines()  # rank 0 says where it logs, then one line for the failure
+    assert started.startswith("diffdac: 5 learners") and started.endswith(f"logs in {run_dir}")
+    assert LOST.match(failed) and "rank 0 lost peer rank 1" in failed, outputs
+    assert "Timed out" in failed and "2000ms" in failed, outputs
 
 
 @pytest.mark.parametrize("bad", [["--lr", "-1"], ["--num-learners", "1"]])
