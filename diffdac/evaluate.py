@@ -240,10 +240,9 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
 
 def main(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
-    if args.episodes < 1 or args.video_episodes < 1:
-        raise ConfigError(
-            f"--episodes and --video-episodes must be positive, got {args.episodes} and {args.video_episodes}"
-        )
+    for flag, value in (("--episodes", args.episodes), ("--video-episodes", args.video_episodes)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be a positive integer, got {value}")
     config = TrainConfig.from_run(run_dir).validate()
     for warning in provenance.version_warnings(read_run_config(run_dir)):
         print(f"diffdac: warning: {warning}")
