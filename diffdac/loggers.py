@@ -52,16 +52,8 @@ class Logger(Protocol):
 class MonitorLogger:
     """One Monitor file per simulator of this rank (diffdac.logs.MonitorSet)."""
 
-    def __init__(
-        self,
-        run_dir: Path,
-        env_id: str,
-        learner_ids: Sequence[int],
-        envs_per_learner: int,
-        tasks: Sequence[dict],
-        keep_rows: list[list[int]] | None,
-    ) -> None:
-        self.monitors = MonitorSet(run_dir, env_id, learner_ids, envs_per_learner, tasks, keep_rows)
+    def __init__(self, monitors: MonitorSet) -> None:
+        self.monitors = monitors
 
     def start(self, run: RunInfo) -> None:
         pass
@@ -85,8 +77,8 @@ class MonitorLogger:
 class ProgressLogger:
     """progress.csv (rank 0)."""
 
-    def __init__(self, path: Path, keep_rows: int | None) -> None:
-        self.progress = ProgressFile(path, keep_rows)
+    def __init__(self, progress: ProgressFile) -> None:
+        self.progress = progress
 
     def start(self, run: RunInfo) -> None:
         pass

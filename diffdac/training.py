@@ -18,7 +18,7 @@ from diffdac.distributed import PeerLost
 from diffdac.errors import CheckpointError, ResumeError, TrainingError
 from diffdac.learners import EpisodeStats, Learners, task_weighted_score
 from diffdac.loggers import Logger, MonitorLogger, ProgressLogger, RunInfo, TensorBoardLogger, TerminalLogger
-from diffdac.logs import check_rows, monitor_path, write_json, write_run_files
+from diffdac.logs import MonitorSet, ProgressFile, check_rows, monitor_path, write_json, write_run_files
 from diffdac.prepare import Prepared, make_tasks, prepare
 
 
@@ -79,15 +79,14 @@ def extend_run(run_dir: Path, config: TrainConfig, manifest: checkpoint.Manifest
 
 
 def default_loggers(learners: Learners, run_dir: Path, state: "LoopState") -> list[Logger]:
-    """Every rank's Monitor files; rank 0 also progress.csv and the terminal."""
+    """Every rank's Monitor files (and TensorBoard events with --tensorboard); rank 0 also progress.csv and the terminal."""
     cfg = learners.config
-    loggers: list[Logger] = [
-        MonitorLogger(
-            run_dir, cfg.env, learners.learner_ids, cfg.envs_per_learner, learners.tasks.tasks, state.monitor_rows
-        )
-    ]
+    monitors = MonitorSet(
+        run_dir, cfg.env, learners.learner_ids, cfg.envs_per_learner, learners.tasks.tasks, state.monitor_rows
+    )
+    loggers: list[Logger] = [MonitorLogger(monitors)]
     if learners.comm.rank == 0:
-        loggers += [ProgressLogger(run_dir / "progress.csv", state.progress_rows), TerminalLogger()]
+        loggers += [ProgressLogger(ProgressFile(run_dir / "progress.csv", state.progress_rows)), TerminalLogger()]
     if cfg.tensorboard:
         loggers.append(TensorBoardLogger(Path(cfg.tensorboard), learners.comm.rank, learners.learner_ids))
     return loggers

@@ -332,17 +332,25 @@ def variant_lines(sweep: Sweep) -> list[str]:
     ]
 
 
-def report_sweep(
-    sweep: Sweep, settings: dict[str, Any], todo: list[Job], stage_dir: Path, out_dir: Path
-) -> pd.DataFrame:
-    """sweep.csv (every run), sweep-summary.csv (per rate), sweep.png, and the sweep's part of results.md."""
-    table = scores(todo, stage_dir, settings["final_window"])
+def stage_tables(
+    todo: list[Job], stage_dir: Path, window: int, out_dir: Path, stage: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every complete run's score and the scores per (method, rate), also written to OUT/<stage>.csv and <stage>-summary.csv."""
+    table = scores(todo, stage_dir, window)
     if table.empty:
         raise SystemExit(f"sweep: no complete run in {stage_dir} yet")
     stats = by_rate(table)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_dir / "sweep.csv", index=False)
-    stats.to_csv(out_dir / "sweep-summary.csv", index=False)
+    table.to_csv(out_dir / f"{stage}.csv", index=False)
+    stats.to_csv(out_dir / f"{stage}-summary.csv", index=False)
+    return table, stats
+
+
+def report_sweep(
+    sweep: Sweep, settings: dict[str, Any], todo: list[Job], stage_dir: Path, out_dir: Path
+) -> pd.DataFrame:
+    """sweep.csv (every run), sweep-summary.csv (per rate), sweep.png, and the sweep's part of results.md."""
+    table, stats = stage_tables(todo, stage_dir, settings["final_window"], out_dir, "sweep")
     draw_sweep(stats, f"{sweep.name}: final score against learning rate", out_dir / "sweep.png")
     best = best_rates(stats)
     section = "\n".join(
@@ -374,13 +382,7 @@ def report_sweep(
 
 def report_best(sweep: Sweep, settings: dict[str, Any], todo: list[Job], stage_dir: Path, out_dir: Path) -> None:
     """best.csv, best-summary.csv, best.png (diffdac plot of the curves) and the comparison's part of results.md."""
-    table = scores(todo, stage_dir, settings["final_window"])
-    if table.empty:
-        raise SystemExit(f"sweep: no complete run in {stage_dir} yet")
-    stats = by_rate(table)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_dir / "best.csv", index=False)
-    stats.to_csv(out_dir / "best-summary.csv", index=False)
+    table, stats = stage_tables(todo, stage_dir, settings["final_window"], out_dir, "best")
     complete = [Path(r) for r in table["run"]]
     order = list(dict.fromkeys(table["variant"]))
     runs_in_order = [r for v in order for r in complete if Path(r).name.startswith(f"{v}-lr")]

@@ -15,6 +15,7 @@ import torch
 from diffdac import TrainConfig, checkpoint, train
 from diffdac.cli import main
 
+TINY_RUN = ["--num-learners", "2", "--envs-per-learner", "1", "--total-steps", "200", "--hidden", "8", "--no-progress"]
 SMALL = dict(
     num_learners=2, envs_per_learner=2, hidden=8, log_interval=400, save_every=1000, keep_checkpoints=5, progress=False
 )
@@ -172,15 +173,7 @@ def test_resume_of_a_run_killed_before_its_config_starts_it(tmp_path, capsys, ma
         "--resume",
         "--log-dir",
         str(run_dir),
-        "--num-learners",
-        "2",
-        "--envs-per-learner",
-        "1",
-        "--total-steps",
-        "200",
-        "--hidden",
-        "8",
-        "--no-progress",
+        *TINY_RUN,
     ]
     assert _exit_status(args) == 0
     assert "holds no run yet: starting a new one" in capsys.readouterr().out
@@ -201,15 +194,7 @@ def test_a_new_run_refuses_a_directory_with_other_files(tmp_path, capsys):
         "train",
         "--log-dir",
         str(tmp_path / "proj"),
-        "--num-learners",
-        "2",
-        "--envs-per-learner",
-        "1",
-        "--total-steps",
-        "200",
-        "--hidden",
-        "8",
-        "--no-progress",
+        *TINY_RUN,
     ]
     assert _exit_status(args) == 2
     assert "exists and is not empty" in _one_line(capsys)
@@ -252,15 +237,7 @@ def test_overwrite_refuses_to_replace_a_file_that_is_not_from_a_run(tmp_path, ca
         "train",
         "--log-dir",
         str(proj),
-        "--num-learners",
-        "2",
-        "--envs-per-learner",
-        "1",
-        "--total-steps",
-        "200",
-        "--hidden",
-        "8",
-        "--no-progress",
+        *TINY_RUN,
         "--overwrite",
     ]
     assert _exit_status(args) == 2
