@@ -65,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--peer-steps", type=int, default=100_000, help="speed: env steps of the Stable-Baselines3 A2C peer"
     )
+    parser.add_argument(
+        "--sim-threads",
+        type=int,
+        default=2,
+        help="mujoco: also step and train with this many simulator threads (default 2)",
+    )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
 
 
@@ -190,11 +196,11 @@ def stock_env_steps_per_s(env_id: str, steps: int, seed: int) -> float:
     return steps / elapsed
 
 
-def task_batch_steps_per_s(env_id: str, learners: int, sims: int, steps: int, seed: int) -> float:
+def task_batch_steps_per_s(env_id: str, learners: int, sims: int, steps: int, seed: int, sim_threads: int = 1) -> float:
     """Env steps/s of a learners x sims task batch (what `diffdac train` steps), all simulators per call."""
     import envs
 
-    batch = envs.make_task_batch(env_id, seed, list(range(learners)), sims)
+    batch = envs.make_task_batch(env_id, seed, list(range(learners)), sims, sim_threads=sim_threads)
     actions = random_actions(batch.action_space, (max(1, steps // (learners * sims)), learners, sims), seed)
     batch.reset()
     start = time.perf_counter()
@@ -221,32 +227,43 @@ def mujoco(args: argparse.Namespace) -> list[Row]:
         peer = envs.mujoco_tasks.stock_id(env_id)
     except ValueError as err:
         raise ConfigError(f"--scenario mujoco: {err}") from None
-    learners, sims = args.num_learners, args.envs_per_learner
-    speeds: dict[str, list[float]] = {"stock": [], "stock_batch": [], "batch": [], "train": []}
+    learners, sims, threads = args.num_learners, args.envs_per_learner, args.sim_threads
+    keys = ["stock", "stock_batch", "batch", "train"] + (
+        [f"batch@{threads}", f"train@{threads}"] if threads > 1 else []
+    )
+    speeds: dict[str, list[float]] = {key: [] for key in keys}
     with tempfile.TemporaryDirectory(prefix="diffdac-bench-") as tmp:
         for i in range(args.repeats):
             speeds["stock"].append(stock_env_steps_per_s(peer, args.total_steps, i))
             speeds["stock_batch"].append(task_batch_steps_per_s(peer, learners, sims, args.total_steps, i))
-            speeds["batch"].append(task_batch_steps_per_s(env_id, learners, sims, args.total_steps, i))
-            options = train_args(argparse.Namespace(**{**vars(args), "env": env_id}), Path(tmp) / f"train-{i}")
-            speeds["train"].append(launch_training(1, options)[0])
-    setups = [
-        ("stock", f"{peer} alone", 1),
-        ("stock_batch", f"{peer} task batch", learners * sims),
-        ("batch", f"{env_id} task batch", learners * sims),
-        ("train", f"diffdac train on {env_id}", learners * sims),
-    ]
-    stock = statistics.median(speeds["stock"])
-    return [
-        {
-            "scenario": "mujoco",
-            "setup": name,
-            "learners_x_sims": f"{learners}x{sims}" if n > 1 else "1",
-            "steps_per_s": round(statistics.median(speeds[key]), 1),
-            "ratio_to_stock": round(statistics.median(speeds[key]) / stock, 3),
-        }
-        for key, name, n in setups
-    ]
+            for n in sorted({1, threads}):
+                at = "" if n == 1 else f"@{n}"
+                speeds[f"batch{at}"].append(task_batch_steps_per_s(env_id, learners, sims, args.total_steps, i, n))
+                options = train_args(argparse.Namespace(**{**vars(args), "env": env_id}), Path(tmp) / f"train{at}-{i}")
+                speeds[f"train{at}"].append(launch_training(1, [*options, "--sim-threads", str(n)])[0])
+    names = {
+        "stock": f"{peer} alone",
+        "stock_batch": f"{peer} task batch",
+        "batch": f"{env_id} task batch",
+        "train": f"diffdac train on {env_id}",
+    }
+    median = {key: statistics.median(values) for key, values in speeds.items()}
+    rows = []
+    for key in keys:
+        base, _, n = key.partition("@")
+        same_batch = median[f"batch{'@' + n if n else ''}"] if base == "train" else None
+        rows.append(
+            {
+                "scenario": "mujoco",
+                "setup": names[base] + (f", {n} sim threads" if n else ""),
+                "learners_x_sims": "1" if key == "stock" else f"{learners}x{sims}",
+                "steps_per_s": round(median[key], 1),
+                "ratio_to_stock": round(median[key] / median["stock"], 3),
+                "ratio_to_batch": round(median[key] / same_batch, 3) if same_batch else "",
+                "ratio_to_1_thread": round(median[key] / median[base], 3) if n else "",
+            }
+        )
+    return rows
 
 
 PEER = "Stable-Baselines3 A2C, Acrobot-v1, 16 envs"
@@ -440,7 +457,7 @@ def format_table(rows: list[Row]) -> str:
 
 def validate(args: argparse.Namespace) -> None:
     """Refuse bad counts before minutes of measuring start."""
-    for name in ("num_learners", "envs_per_learner", "total_steps", "repeats"):
+    for name in ("num_learners", "envs_per_learner", "total_steps", "repeats", "sim_threads"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     parse_setups(args.setups)

@@ -112,6 +112,9 @@ class TrainConfig:
         False, "continue the run in --log-dir from its last checkpoint, with the options in its config.json"
     )
     threads: int = opt(1, "torch CPU threads per process; the numbers are reproducible for a fixed count")
+    sim_threads: int = opt(
+        1, "threads that step a gymnasium task batch (MuJoCo releases the GIL); the numbers do not depend on it"
+    )
     device: str = opt("cpu", "torch device of the population: cpu or cuda")
     progress: bool = opt(
         True, "show a progress bar on a terminal, or a status line per log interval when stdout is not one"
@@ -138,6 +141,7 @@ class TrainConfig:
             "hidden",
             "log_interval",
             "threads",
+            "sim_threads",
             "save_every",
             "keep_checkpoints",
         ):
@@ -370,7 +374,17 @@ def _type_name(hint: Any) -> str:
 
 # Options that control how a run is carried out, not what it computes: free to change on --resume.
 RESUME_FREE = frozenset(
-    {"log_dir", "overwrite", "resume", "progress", "dist_timeout", "save_every", "keep_checkpoints", "tensorboard"}
+    {
+        "log_dir",
+        "overwrite",
+        "resume",
+        "progress",
+        "dist_timeout",
+        "save_every",
+        "keep_checkpoints",
+        "tensorboard",
+        "sim_threads",
+    }
 )
 # What config.json adds to the options.
 RUN_METADATA = frozenset({"version", "world_size", "adjacency_file", "provenance"})

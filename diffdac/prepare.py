@@ -80,10 +80,11 @@ def check_machine(config: TrainConfig) -> None:
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--tensorboard needs the tensorboard package: pip install 'diffdac[tensorboard]'")
     cores = os.cpu_count() or 1
-    if config.threads > cores:
-        raise ConfigError(
-            f"--threads {config.threads} is more than the {cores} CPU cores of this machine: give at most {cores}"
-        )
+    for flag, count in (("--threads", config.threads), ("--sim-threads", config.sim_threads)):
+        if count > cores:
+            raise ConfigError(
+                f"{flag} {count} is more than the {cores} CPU cores of this machine: give at most {cores}"
+            )
 
 
 def probe_spaces(config: TrainConfig) -> tuple[gymnasium.Space, gymnasium.Space]:
@@ -244,7 +245,7 @@ def make_tasks(config: TrainConfig, learner_ids: np.ndarray, envs_per_learner: i
     sims = config.envs_per_learner if envs_per_learner is None else envs_per_learner
     try:
         return envs.make_task_batch(
-            config.env, config.seed, learner_ids, sims, config.task_seeding, config.mass_scaling
+            config.env, config.seed, learner_ids, sims, config.task_seeding, config.mass_scaling, config.sim_threads
         )
     except ValueError as err:
         raise ConfigError(str(err)) from None

@@ -144,3 +144,20 @@ def test_gym_batch_equals_gymnasiums_sync_vector_env_with_same_step_autoreset(en
         assert np.array_equal(ours.terminated.ravel(), terminated) and np.array_equal(ours.truncated.ravel(), truncated)
         resets += done.sum()
     assert resets >= 4
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "diffdac/RandomMassHopper-v5"])
+def test_stepping_a_batch_from_threads_gives_the_same_numbers(env_id, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MuJoCo may write MUJOCO_LOG.TXT
+    batches = [make_task_batch(env_id, 0, [0, 1, 2], 3, sim_threads=threads) for threads in (1, 2)]
+    observations = [b.reset() for b in batches]
+    assert np.array_equal(*observations)
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # long enough for many episodes to end and reset
+        shape = (3, 3) + batches[0].action_space.shape
+        actions = rng.integers(0, 2, shape) if not batches[0].action_space.shape else rng.uniform(-1, 1, shape)
+        one, two = (b.step(actions) for b in batches)
+        for field in ("obs", "reward", "terminated", "truncated", "final_obs", "episode_return", "episode_length"):
+            assert np.array_equal(getattr(one, field), getattr(two, field)), field
+    for b in batches:
+        b.close()
