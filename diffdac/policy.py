@@ -40,26 +40,23 @@ class Policy(torch.nn.Module):
     ) -> None:
         super().__init__()
         (w0, b0), (w1, b1), (w2, b2) = layers  # weights [in, out], biases [1, out], as the population stores them
+        # Two copies of each: the products then take the kernel (and the rounding) of the trainer's blocks.
         for name, tensor in (("w0", w0), ("b0", b0), ("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
-            self.register_buffer(
-                name, tensor.detach().clone().float()[None]
-            )  # [1, in, out]: the trainer's batched shapes
+            self.register_buffer(name, tensor.detach().float()[None].repeat(2, 1, 1))
         self.normalized = obs_mean is not None
         self.continuous = low is not None
-        dim = w0.shape[0]
+        dim, out = w0.shape[0], w2.shape[1]
         mean = obs_mean if obs_mean is not None else torch.zeros(dim)
         var = obs_var if obs_var is not None else torch.ones(dim)
-        self.register_buffer(
-            "mean", mean.double().clone().reshape(1, 1, dim)
-        )  # own storage: a program saves whole tensors
+        # every buffer has storage of its own: an exported program saves whole tensors
+        self.register_buffer("mean", mean.double().clone().reshape(1, 1, dim))
         self.register_buffer("std", torch.sqrt(var.double() + EPS).reshape(1, 1, dim))
-        out = w2.shape[1]
         self.register_buffer("low", (low if low is not None else torch.zeros(out)).float().clone())
         self.register_buffer("high", (high if high is not None else torch.zeros(out)).float().clone())
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         single = obs.dim() == 1
-        x = (obs.reshape(1, -1, obs.shape[-1]) if not single else obs.reshape(1, 1, -1)).float()
+        x = (obs.reshape(1, -1, obs.shape[-1]) if not single else obs.reshape(1, 1, -1)).float().repeat(2, 1, 1)
         if self.normalized:
             x = ((x.double() - self.mean) / self.std).clamp(-CLIP, CLIP).float()
         x = torch.tanh(torch.baddbmm(self.b0, x, self.w0))

@@ -148,12 +148,22 @@ class Population:
         return self._views
 
     def _mlp(self, net: str, x: torch.Tensor, params: Params) -> torch.Tensor:
-        """x: [K, B, in] -> [K, B, out] through three batched affine layers with tanh between."""
+        """x: [K, B, in] -> [K, B, out] through three batched affine layers with tanh between.
+
+        A batch of one matrix takes another BLAS kernel than a batch of several (at some shapes,
+        e.g. 5 x 64 times 64 x 64, its last bits differ), so a block of one learner is computed
+        beside a detached copy of itself: a learner's numbers then never depend on whether its
+        process hosts it alone (the paper's one learner per process) or with others.
+        """
+        alone = x.shape[0] == 1
+        if alone:
+            x = torch.cat([x, x.detach()])
+            params = {name: torch.cat([value, value.detach()]) for name, value in params.items()}
         for i in range(3):
             x = torch.baddbmm(params[f"{net}.{i}.bias"], x, params[f"{net}.{i}.weight"])
             if i < 2:
                 x = torch.tanh(x)
-        return x
+        return x[:1] if alone else x
 
     def actor(self, obs: torch.Tensor, params: Params | None = None) -> torch.Tensor:
         """Logits (discrete) or action means (continuous): `[K, B, A]`."""

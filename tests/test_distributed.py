@@ -344,3 +344,19 @@ def test_the_task_weighted_score_is_the_same_in_one_and_two_processes(tmp_path, 
         pd.Series({name: len(f) for name, f in _episodes(reference).items()}).groupby(lambda name: name[:10]).sum()
     )
     assert len(per_learner) == 5 and per_learner.min() > 10  # more than each learner's window of 10 holds
+
+
+def test_one_learner_per_process_at_the_default_width_reproduces_the_one_process_run(tmp_path, launched):
+    """Every rank hosts one learner: its matrix products (a batch of one) must round as in a block of learners."""
+    paper = ("--num-learners", "8", "--envs-per-learner", "4", "--hidden", "64", "--total-steps", "3200")
+    reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *paper))))
+    procs = _launch(tmp_path / "run", 8, *paper)
+    launched.extend(procs)
+    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 8, outputs
+    a, b = checkpoint.gather(reference), checkpoint.gather(tmp_path / "run")
+    assert torch.equal(a, b)
+    episodes, other = _episodes(reference), _episodes(tmp_path / "run")
+    assert episodes.keys() == other.keys()
+    for name in episodes:
+        pd.testing.assert_frame_equal(episodes[name], other[name], check_exact=True)

@@ -68,3 +68,22 @@ def test_gradients_are_clipped_per_learner():
     grad = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
     clip_per_learner(grad, 1.0)
     torch.testing.assert_close(grad.norm(dim=1), torch.tensor([1.0, 0.5]), atol=1e-5, rtol=0)
+
+
+def test_a_learner_computes_the_same_bits_alone_as_in_a_block():
+    """A batch of one matrix takes another BLAS kernel (5 x 64 by 64 x 64 rounds differently): the paper's
+    one learner per process must still give the numbers of a block of learners."""
+    obs, actions = torch.randn(4, 5, 6), torch.randint(0, 3, (4, 5))
+    block = Population(OBS, DISCRETE, np.arange(4), hidden=64, separate_init=True)
+    params = block.trainable()
+    logp, _ = block.evaluate(obs, actions, params)
+    (logp.sum() + block.value(obs, params).sum()).backward()
+    for k in range(4):
+        alone = Population(OBS, DISCRETE, np.array([k]), hidden=64, separate_init=True)
+        own = alone.trainable()
+        assert torch.equal(alone.actor(obs[k : k + 1], own)[0], block.actor(obs, params)[k])
+        assert torch.equal(alone.value(obs[k : k + 1], own)[0], block.value(obs, params)[k])
+        logp_k, _ = alone.evaluate(obs[k : k + 1], actions[k : k + 1], own)
+        (logp_k.sum() + alone.value(obs[k : k + 1], own).sum()).backward()
+        for name in params:
+            assert torch.equal(own[name].grad[0], params[name].grad[k]), name
