@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_arguments(
         sub.add_parser("plot", help="learning curves and a results table of run directories, seeds grouped")
     )
-    policy.add_arguments(sub.add_parser("export", help="a trained policy as TorchScript, to use without diffdac"))
+    policy.add_arguments(
+        sub.add_parser("export", help="a trained policy as a torch.export program, to use without diffdac")
+    )
     topo = sub.add_parser("topology", help="print a graph's adjacency, combination weights and spectral gap")
     topo.add_argument("--topology", default="ring", help=f"named graph ({', '.join(TOPOLOGY_NAMES)})")
     topo.add_argument("--adjacency", default=None, help="adjacency literal or .npy/.csv/.txt file; replaces --topology")
