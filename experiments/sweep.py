@@ -85,6 +85,12 @@ class Sweep:
             raise SystemExit(
                 f"sweep: {path} needs name, [sweep] and [variants.NAME] tables (unknown keys: {sorted(unknown)})"
             )
+        for name, options in values["variants"].items():
+            nested = [key for key, value in options.items() if isinstance(value, dict)]
+            if nested:  # [variants.clip-0.5] is the table "5" inside "clip-0"
+                raise SystemExit(
+                    f"sweep: variant {name!r} of {path} holds tables {nested}: a variant's name cannot contain a dot"
+                )
         base = values.get("train_config")
         return cls(
             path,
