@@ -412,6 +412,8 @@ def report_best(sweep: Sweep, settings: dict[str, Any], todo: list[Job], stage_d
     )
     if status != 0:
         raise SystemExit(status)
+    reference = settings.get("reference", "centralized")
+    paired = paired_differences(table, reference) if reference in set(table["variant"]) else None
     section = "\n".join(
         [
             "## Each method at its best learning rate",
@@ -420,12 +422,61 @@ def report_best(sweep: Sweep, settings: dict[str, Any], todo: list[Job], stage_d
             "",
             markdown_table(stats),
             "",
+            *(
+                [
+                    f"Paired by seed (a seed gives every method the same tasks), each method's score minus {reference}'s:",
+                    "",
+                    paired_table(paired),
+                    "",
+                ]
+                if paired is not None
+                else []
+            ),
             "![learning curves at the best rates](best.png)",
             "",
         ]
     )
     (out_dir / "best.md").write_text(section)
     print(markdown_table(stats))
+    if paired is not None:
+        paired.to_csv(out_dir / "best-paired.csv", index=False)
+        print(paired_table(paired))
+
+
+def paired_differences(table: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Per method: the mean over seeds of its score minus the reference's on the same seed, s.e., bootstrap interval."""
+    scores = table.pivot(index="seed", columns="variant", values="score")
+    rows = []
+    for variant in [v for v in dict.fromkeys(table["variant"]) if v != reference]:
+        diff = (scores[variant] - scores[reference]).dropna()
+        low, high = results.bootstrap_interval(diff.to_numpy())
+        better = int((diff > 0).sum())
+        rows.append(
+            {
+                "variant": variant,
+                "reference": reference,
+                "mean_difference": diff.mean(),
+                "se": diff.sem(),
+                "ci_low": low,
+                "ci_high": high,
+                "seeds": len(diff),
+                "seeds_ahead": better,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def paired_table(paired: pd.DataFrame) -> str:
+    lines = [
+        "| method | minus | seeds | difference (mean ± s.e.) | 95% bootstrap CI | seeds ahead |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in paired.itertuples():
+        lines.append(
+            f"| {row.variant} | {row.reference} | {row.seeds} | {row.mean_difference:+.1f} ± {row.se:.1f} | "
+            f"[{row.ci_low:+.1f}, {row.ci_high:+.1f}] | {row.seeds_ahead}/{row.seeds} |"
+        )
+    return "\n".join(lines)
 
 
 def write_results(sweep: Sweep, out_dir: Path, argv: list[str]) -> None:

@@ -29,6 +29,7 @@ total_steps = 600
 final_window = 300
 [best]
 seeds = [5, 6]
+reference = "central"
 total_steps = 400
 final_window = 200
 [variants.ring]
@@ -111,4 +112,9 @@ def test_a_tiny_sweep_runs_end_to_end_and_keeps_its_runs(sweep, tiny, tmp_path, 
     sweep.main([*args, "--stage", "best"])
     best = pd.read_csv(out / "best.csv")
     assert sorted(best["seed"].unique()) == [5, 6] and len(best) == 4
+    paired = pd.read_csv(out / "best-paired.csv")
+    scores = best.pivot(index="seed", columns="variant", values="score")
+    assert paired["variant"].tolist() == ["ring"] and paired["mean_difference"][0] == pytest.approx(
+        (scores["ring"] - scores["central"]).mean()
+    )
     assert "Each method at its best learning rate" in (out / "results.md").read_text()
