@@ -50,11 +50,15 @@ def git_commit() -> str | None:
 
 
 def version_warnings(stored: dict[str, Any]) -> list[str]:
-    """One line per library whose version here differs from the one a run recorded (runs from before this record none)."""
+    """One line per library whose version here differs from the one a run recorded (runs from before this record none).
+
+    A library the run was made without (an Acrobot run before `[mujoco]` was installed) cannot
+    have shaped its numbers, so installing it later is no reason to warn.
+    """
     recorded = (stored.get("provenance") or {}).get("versions") or {}
     here = facts()["versions"]
     return [
         f"the run was made with {name} {recorded[name]}, this is {here.get(name)}: numbers may differ"
         for name in sorted(recorded)
-        if recorded[name] != here.get(name)
+        if recorded[name] is not None and recorded[name] != here.get(name)
     ]

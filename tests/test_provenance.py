@@ -33,3 +33,13 @@ def test_a_run_records_versions_command_and_commit_and_eval_and_resume_warn_on_a
 def test_the_git_commit_is_that_of_the_checkout_or_none():
     commit = provenance.git_commit()
     assert commit is None or len(commit.removesuffix("-dirty")) == 40
+
+
+def test_a_library_installed_after_the_run_is_no_reason_to_warn():
+    here = provenance.facts()["versions"]
+    absent_then = {"provenance": {"versions": {**here, "mujoco": None}}}
+    assert provenance.version_warnings(absent_then) == []
+    older = {"provenance": {"versions": {**here, "numpy": "0.1"}}}
+    assert provenance.version_warnings(older) == [
+        f"the run was made with numpy 0.1, this is {here['numpy']}: numbers may differ"
+    ]
