@@ -479,16 +479,31 @@ def paired_table(paired: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def without_stage(argv: list[str]) -> list[str]:
+    """The command line that trains a sweep: --stage and --report-only only say which part ran or was redrawn."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip or arg == "--report-only" or arg.startswith("--stage="):
+            skip = False
+            continue
+        if arg == "--stage":
+            skip = True
+            continue
+        kept.append(arg)
+    return kept
+
+
 def write_results(sweep: Sweep, out_dir: Path, argv: list[str]) -> None:
     """results.md: provenance, then the sections of the stages that have been reported."""
     sections = [(out_dir / f"{stage}.md").read_text() for stage in STAGES if (out_dir / f"{stage}.md").is_file()]
-    cmd = "python experiments/sweep.py " + " ".join(shlex.quote(a) for a in argv)
+    cmd = "python experiments/sweep.py " + " ".join(shlex.quote(a) for a in without_stage(argv))
+    also = " (and the same with `--stage best`)" if sweep.stages["best"] else ""
     (out_dir / "results.md").write_text(
         "\n".join(
             [
                 f"# {sweep.name}",
                 "",
-                f"Made by `{cmd}` (and the same with `--stage best`), diffdac {__version__}, on a {os.cpu_count()}-core "
+                f"Made by `{cmd}`{also}, diffdac {__version__}, on a {os.cpu_count()}-core "
                 f"{platform.machine()} machine; sweep file `{sweep.path}`.",
                 "",
                 *sections,

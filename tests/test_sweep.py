@@ -117,4 +117,16 @@ def test_a_tiny_sweep_runs_end_to_end_and_keeps_its_runs(sweep, tiny, tmp_path, 
     assert paired["variant"].tolist() == ["ring"] and paired["mean_difference"][0] == pytest.approx(
         (scores["ring"] - scores["central"]).mean()
     )
-    assert "Each method at its best learning rate" in (out / "results.md").read_text()
+    results = (out / "results.md").read_text()
+    assert "Each method at its best learning rate" in results
+    made_by = f"Made by `python experiments/sweep.py {' '.join(args)}` (and the same with `--stage best`)"
+    assert made_by in results  # the command that trains, not the stage or redraw that wrote the file last
+
+
+def test_results_name_the_best_stage_only_for_a_sweep_that_has_one(sweep, tiny, tmp_path):
+    no_best = tmp_path / "no-best.toml"
+    no_best.write_text(TINY.split("[best]")[0] + TINY.split('total_steps = 400\nfinal_window = 200\n')[1])
+    out = tmp_path / "out"
+    out.mkdir()
+    sweep.write_results(sweep.Sweep.read(no_best), out, [str(no_best), "--report-only"])
+    assert (out / "results.md").read_text().splitlines()[2].startswith(f"Made by `python experiments/sweep.py {no_best}`,")
