@@ -11,6 +11,10 @@ tasks of each kind and then over seeds (± standard error):
 - `own`: learner k's policy on learner k's task, what each learner achieved where it trained;
 - `average`: the network-average policy on every task, the one common policy diffusion aims at
   (meaningless for isolated learners, whose parameters were never averaged).
+
+Each cell also gives the mean episode length, since a return can be earned by surviving as well
+as by moving: a MuJoCo Hopper earns 1 per step alive, so its return minus its length is about
+the distance it hopped, and a policy that stands still for 1,000 steps scores about 1,000.
 """
 
 from __future__ import annotations
@@ -44,15 +48,26 @@ def per_run(run_dir: Path, episodes: int, key: str) -> pd.DataFrame:
     rows["learner"] = rows["policy"].str.removeprefix("learner ").where(rows["policy"] != "average")
     own = rows[rows["learner"].notna() & (rows["learner"].astype(float) == rows["task"])].assign(policy="own")
     average = rows[rows["policy"] == "average"]
-    per_task = pd.concat([own, average]).groupby(["policy", "kind", "task"])["return"].mean().reset_index()
-    table = per_task.groupby(["policy", "kind"])["return"].agg(["mean", "size"]).reset_index()
-    return table.rename(columns={"size": "tasks"}).assign(method=run_dir.name.split("-lr")[0], run=str(run_dir))
+    per_task = pd.concat([own, average]).groupby(["policy", "kind", "task"])[["return", "episode_length"]].mean()
+    table = (
+        per_task.reset_index()
+        .groupby(["policy", "kind"])
+        .agg(mean=("return", "mean"), length=("episode_length", "mean"), tasks=("return", "size"))
+        .reset_index()
+    )
+    return table.assign(method=run_dir.name.split("-lr")[0], run=str(run_dir))
 
 
 def markdown(summary: pd.DataFrame) -> str:
-    lines = ["| method | policy | light tasks | heavy tasks | seeds |", "|---|---|---|---|---|"]
+    lines = [
+        "| method | policy | light tasks: return (length) | heavy tasks: return (length) | seeds |",
+        "|---|---|---|---|---|",
+    ]
     for (method, policy), rows in summary.groupby(["method", "policy"], sort=False):
-        cells = {r.kind: f"{r.mean:.0f} ± {r.se:.0f}" if pd.notna(r.se) else f"{r.mean:.0f}" for r in rows.itertuples()}
+        cells = {
+            r.kind: (f"{r.mean:.0f} ± {r.se:.0f}" if pd.notna(r.se) else f"{r.mean:.0f}") + f" ({r.length:.0f})"
+            for r in rows.itertuples()
+        }
         lines.append(
             f"| {method} | {policy} | {cells.get('light', '-')} | {cells.get('heavy', '-')} | {int(rows['seeds'].max())} |"
         )
@@ -70,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     table = pd.concat([per_run(run, args.episodes, args.key) for run in args.runs], ignore_index=True)
     summary = (
-        table.groupby(["method", "policy", "kind"], sort=False)["mean"]
-        .agg(mean="mean", se="sem", seeds="size")
+        table.groupby(["method", "policy", "kind"], sort=False)
+        .agg(mean=("mean", "mean"), se=("mean", "sem"), length=("length", "mean"), seeds=("mean", "size"))
         .reset_index()
     )
     args.out.mkdir(parents=True, exist_ok=True)

@@ -55,3 +55,9 @@ def test_per_task_scores_split_tasks_by_mass(tmp_path, monkeypatch):
     }
     assert (run_dir / "eval-train.csv").is_file()
     assert "| ring | own |" in (tmp_path / "out" / "per-task.md").read_text()
+    average = pd.read_csv(run_dir / "eval-train.csv").query("policy == 'average'")
+    average = average.merge(pd.read_csv(run_dir / "tasks.csv"), left_on="task", right_on="learner")
+    average["kind"] = average["mass"].map(lambda m: "light" if m < 1 else "heavy")
+    for kind, rows in average.groupby("kind"):  # mean episode length per task, then over the tasks of a kind
+        got = table.query("policy == 'average' and kind == @kind")["length"].iloc[0]
+        assert got == rows.groupby("task")["episode_length"].mean().mean()
