@@ -287,6 +287,7 @@ CTRL_C_IN_START_UP = """
 import os, signal, sys
 import diffdac.prepare as preparing
 from diffdac.cli import main
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell's background job starts with SIGINT ignored
 checked = preparing.prepare
 def prepare(config):
     os.kill(os.getpid(), signal.SIGINT)
