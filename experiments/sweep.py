@@ -288,8 +288,9 @@ def draw_sweep(stats: pd.DataFrame, title: str, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, (variant, rows) in enumerate(stats.groupby("variant", sort=False)):
         rows = rows.sort_values("lr")
-        seeds = int(rows["seeds"].min())
-        ax.plot(rows["lr"], rows["mean"], marker="o", color=f"C{i}", label=f"{variant} ({seeds}+ seeds)")
+        fewest, most = int(rows["seeds"].min()), int(rows["seeds"].max())
+        seeds = f"{fewest} seeds" if fewest == most else f"{fewest}-{most} seeds"
+        ax.plot(rows["lr"], rows["mean"], marker="o", color=f"C{i}", label=f"{variant} ({seeds})")
         ax.fill_between(
             rows["lr"],
             rows["mean"] - rows["se"].fillna(0),
