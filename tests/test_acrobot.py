@@ -6,6 +6,7 @@ import pytest
 
 import envs
 from envs import BatchedAcrobot, make_task_batch, sample_acrobot_task, task_seed_for
+from envs import acrobot_kernel
 from envs.acrobot import apply_task
 
 
@@ -31,11 +32,14 @@ def _policy(obs, rng):
     return actions
 
 
-def test_batched_acrobot_matches_gymnasium_bit_for_bit():
+@pytest.mark.parametrize("compiled", [False, True], ids=["numpy", "numba kernel"])
+def test_batched_acrobot_matches_gymnasium_bit_for_bit(compiled):
+    if compiled and not acrobot_kernel.available():
+        pytest.skip("numpy's float64 sin and cos are not libm's on this machine, so only the numpy path is exact")
     tasks = [sample_acrobot_task(f, task_seed_for(7, k)) for k, f in enumerate(["standard", "normal", "extreme"])]
     K, E = len(tasks), 2
     oracles = _oracle_envs(tasks, E, seed=123)
-    batch = BatchedAcrobot(tasks, E, seed=0, learner_ids=range(K))
+    batch = BatchedAcrobot(tasks, E, seed=0, learner_ids=range(K), compiled=compiled)
     batch.set_state(np.array([[env.unwrapped.state for env in row] for row in oracles]))
     rng = np.random.default_rng(0)
     obs = np.array([[env.unwrapped._get_ob() for env in row] for row in oracles])
