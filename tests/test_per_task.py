@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pandas as pd
 
+import experiment_scripts
 from diffdac.cli import main
-
-SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "per_task.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("per_task", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_per_task_scores_split_tasks_by_mass(tmp_path, monkeypatch):
@@ -45,7 +32,7 @@ def test_per_task_scores_split_tasks_by_mass(tmp_path, monkeypatch):
         )
         == 0
     )
-    _script().main([str(run_dir), "--episodes", "1", "--out", str(tmp_path / "out")])
+    experiment_scripts.load("per_task").main([str(run_dir), "--episodes", "1", "--out", str(tmp_path / "out")])
     table = pd.read_csv(tmp_path / "out" / "per-task.csv")
     masses = pd.read_csv(run_dir / "tasks.csv")["mass"]
     assert set(table["policy"]) == {"own", "average"} and set(table["method"]) == {"ring"}

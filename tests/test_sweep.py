@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+import experiment_scripts
 from diffdac.cli import main as diffdac_main
-
-SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "sweep.py"
 
 TINY = """
 name = "tiny"
@@ -41,12 +38,7 @@ method = "centralized"
 
 @pytest.fixture(scope="module")
 def sweep():
-    """experiments/sweep.py as a module (experiments/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return experiment_scripts.load("sweep")
 
 
 @pytest.fixture
@@ -125,8 +117,10 @@ def test_a_tiny_sweep_runs_end_to_end_and_keeps_its_runs(sweep, tiny, tmp_path, 
 
 def test_results_name_the_best_stage_only_for_a_sweep_that_has_one(sweep, tiny, tmp_path):
     no_best = tmp_path / "no-best.toml"
-    no_best.write_text(TINY.split("[best]")[0] + TINY.split('total_steps = 400\nfinal_window = 200\n')[1])
+    no_best.write_text(TINY.split("[best]")[0] + TINY.split("total_steps = 400\nfinal_window = 200\n")[1])
     out = tmp_path / "out"
     out.mkdir()
     sweep.write_results(sweep.Sweep.read(no_best), out, [str(no_best), "--report-only"])
-    assert (out / "results.md").read_text().splitlines()[2].startswith(f"Made by `python experiments/sweep.py {no_best}`,")
+    assert (
+        (out / "results.md").read_text().splitlines()[2].startswith(f"Made by `python experiments/sweep.py {no_best}`,")
+    )
