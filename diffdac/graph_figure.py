@@ -78,3 +78,17 @@ def task_parameter(run_dir: Path, name: str | None) -> tuple[pd.Series | None, s
     if name is None or name not in tasks:
         return None, None
     return tasks[name], name
+
+
+def figure(run_dir: Path) -> Any:
+    """The run's graph on its own figure, learners sized by their first task parameter (no scores):
+    the picture TensorBoard shows when a run starts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    sizes, name = task_parameter(run_dir, None)
+    draw_graph(ax, run_graph(run_dir), None, sizes, name, run_dir.name)
+    return fig

@@ -118,7 +118,9 @@ class TensorBoardLogger:
         )
         if self.rank == 0 and not run.steps_done:
             self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in run.config.to_dict().items()))
-            self.writer.add_figure("graph", graph_picture(run.run_dir))
+            from diffdac import graph_figure
+
+            self.writer.add_figure("graph", graph_figure.figure(run.run_dir))
 
     def record_episodes(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> None:
         for k, e in zip(*np.nonzero(done)):
@@ -139,21 +141,6 @@ class TensorBoardLogger:
     def close(self, finished: bool) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-def graph_picture(run_dir: Path) -> Any:
-    """The run's graph, learners sized by their first task parameter (no scores yet)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from diffdac import graph_figure
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    sizes, name = graph_figure.task_parameter(run_dir, None)
-    graph_figure.draw_graph(ax, graph_figure.run_graph(run_dir), None, sizes, name, run_dir.name)
-    return fig
 
 
 class TerminalLogger:

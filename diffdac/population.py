@@ -156,11 +156,10 @@ class Population:
         process hosts it alone (the paper's one learner per process) or with others.
         """
         alone = x.shape[0] == 1
-        if alone:
-            x = torch.cat([x, x.detach()])
-            params = {name: torch.cat([value, value.detach()]) for name, value in params.items()}
+        pad = (lambda t: torch.cat([t, t.detach()])) if alone else (lambda t: t)
+        x = pad(x)
         for i in range(3):
-            x = torch.baddbmm(params[f"{net}.{i}.bias"], x, params[f"{net}.{i}.weight"])
+            x = torch.baddbmm(pad(params[f"{net}.{i}.bias"]), x, pad(params[f"{net}.{i}.weight"]))
             if i < 2:
                 x = torch.tanh(x)
         return x[:1] if alone else x

@@ -102,8 +102,9 @@ class BatchedAcrobot:
         self.max_episode_steps = max_episode_steps
         self._links = Links(*(np.array([t[key] for t in self.tasks], dtype=np.float64) for key in TASK_KEYS))
         self.compiled = acrobot_kernel.available() if compiled is None else compiled
-        self._table = acrobot_kernel.constants(self._links) if self.compiled else None
+        self._table = None
         if self.compiled:
+            self._table = acrobot_kernel.constants(self._links)
             acrobot_kernel.warm_up()
         self._rngs = simulator_rngs(seed, learner_ids, envs_per_learner)
         shape = (self.num_learners, envs_per_learner)

@@ -3,7 +3,7 @@
 `envs.acrobot_dynamics` does the same with numpy, about 200 array calls per step; at 25
 simulators those calls' overhead is the whole cost. Here one numba call steps every simulator,
 with each operation of gymnasium's `_dsdt` in its order (the same expression tree as
-`derivatives`). sin, cos and pow are called through ctypes from the C math library rather than
+`derivatives`). sin, cos and pow are the C math library's, called under alias names rather than
 as LLVM intrinsics: LLVM may rewrite `pow(x, 2.0)` as `x * x`, which differs from libm's pow in
 the last bit, and numpy's float64 sin and cos are libm's on the machines where `available()`
 holds. `tests/test_acrobot.py` holds the kernel to the numpy path and to gymnasium's AcrobotEnv,
@@ -13,8 +13,8 @@ state for state, over whole episodes.
 from __future__ import annotations
 
 import ctypes
-import functools
 import ctypes.util
+import functools
 import math
 
 import numpy as np

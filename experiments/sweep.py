@@ -482,15 +482,12 @@ def paired_table(paired: pd.DataFrame) -> str:
 
 def without_stage(argv: list[str]) -> list[str]:
     """The command line that trains a sweep: --stage and --report-only only say which part ran or was redrawn."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip or arg == "--report-only" or arg.startswith("--stage="):
-            skip = False
-            continue
+    kept, args = [], iter(argv)
+    for arg in args:
         if arg == "--stage":
-            skip = True
-            continue
-        kept.append(arg)
+            next(args, None)  # and its value
+        elif arg != "--report-only" and not arg.startswith("--stage="):
+            kept.append(arg)
     return kept
 
 
