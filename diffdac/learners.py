@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import envs
+from diffdac import a2c_kernels
 from diffdac.a2c import A2CLoss, a2c_loss, bootstrap_truncations, compute_returns
 from diffdac.comm import Communicator
 from diffdac.config import TrainConfig
@@ -187,24 +188,18 @@ class Learners:
         self.mixer.reduce_gradient(pop.flat.grad)
         if not self.alive.all():  # a departed learner's parameters stay as they were
             pop.flat.grad[torch.from_numpy(~self.alive).to(self.device)] = 0.0
-        if cfg.max_grad_norm > 0:
-            clip_per_learner(pop.flat.grad, cfg.max_grad_norm)
-        self.optimizer.step()
-        self._check_finite(pop.flat.detach(), "parameters")
+        self._stop_if(a2c_kernels.clip_and_step(self.optimizer, pop.flat, cfg.max_grad_norm), "parameters")
         self.updates += 1
         return loss
 
     def _check_finite(self, values: torch.Tensor, what: str) -> None:
-        """Stop on a NaN or inf in any learner's row; one sum finds it (NaN and inf propagate) in one pass.
+        """Stop on a NaN or inf in any learner's row."""
+        self._stop_if(a2c_kernels.first_non_finite_row(values), what)
 
-        A finite total can hide an inf row only by cancelling it with another inf, which gives NaN, so
-        the per-row search runs only when the total is not finite.
-        """
-        if torch.isfinite(values.sum()):
-            return
-        bad = ~torch.isfinite(values.reshape(len(self.learner_ids), -1).sum(1))
-        if bad.any():
-            learner = int(self.learner_ids[int(bad.nonzero()[0, 0])])
+    def _stop_if(self, row: int, what: str) -> None:
+        """Raise TrainingError for learner row `row` of this block (none if it is -1)."""
+        if row >= 0:
+            learner = int(self.learner_ids[row])
             raise TrainingError(
                 f"learner {learner} has non-finite {what} at update {self.updates + 1}: lower --lr or --max-grad-norm"
             )
@@ -285,8 +280,7 @@ def _learner_major(x: torch.Tensor) -> torch.Tensor:
 
 def clip_per_learner(grad: torch.Tensor, max_norm: float) -> None:
     """Scale each learner's gradient row `[K, P]` to norm at most max_norm, as clip_grad_norm_ does for one model."""
-    norms = grad.norm(dim=1, keepdim=True)
-    grad.mul_((max_norm / (norms + 1e-6)).clamp(max=1.0))
+    grad.mul_(a2c_kernels.clip_scale(grad, max_norm))
 
 
 class EpisodeStats:

@@ -7,7 +7,14 @@ for one process of N learners and for N processes of one.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+try:
+    import numba
+except ImportError:  # numba is the [fast] extra; numpy draws the same numbers
+    numba = None
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -23,6 +30,7 @@ _GOLDEN_INT, _MIX1_INT, _MIX2_INT = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94
 _GOLDEN, _MIX1, _MIX2 = np.uint64(_GOLDEN_INT), np.uint64(_MIX1_INT), np.uint64(_MIX2_INT)
 _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
 _MASK64 = 0xFFFFFFFFFFFFFFFF
+_UNIT = 1.0 / (1 << 53)  # 53 random bits -> [0, 1)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -72,13 +80,27 @@ class Stream:
         )
         self.draws = draws
 
+    def head(self, step: int) -> int:
+        """The key folded up to the step: what the learner, simulator and draw parts are folded into."""
+        return _splitmix64_int(self._head ^ int(step))
+
     def uniform(self, step: int) -> np.ndarray:
         """Uniform floats in [0, 1): `[K, E, draws]`."""
-        key = np.uint64(_splitmix64_int(self._head ^ int(step)))
+        return self._by_loop(step) if compiled() else self._by_numpy(step)
+
+    def _by_numpy(self, step: int) -> np.ndarray:
+        key = np.uint64(self.head(step))
         with np.errstate(over="ignore"):
             for part in self._parts:
                 key = _splitmix64(key ^ part)
-        return (key >> _S11).astype(np.float64) * (1.0 / (1 << 53))
+        return (key >> _S11).astype(np.float64) * _UNIT
+
+    def _by_loop(self, step: int) -> np.ndarray:
+        """The same draws from one numba loop: at 25 learners a tenth of the time of the numpy calls."""
+        learners, sims, _ = self._parts
+        out = np.empty((len(learners), sims.shape[1], self.draws))
+        _uniform_block(np.uint64(self.head(step)), learners[:, 0, 0], out)
+        return out
 
     def normal(self, step: int) -> np.ndarray:
         """Standard normals `[K, E, draws // 2]` by Box-Muller from the two halves of the draws."""
@@ -91,3 +113,42 @@ class Stream:
 def uniform(seed: int, stream: int, learners: np.ndarray, num_sims: int, step: int, draws: int = 1) -> np.ndarray:
     """Uniform floats in [0, 1): `[K, E, draws]` for global learner ids `learners: [K]`."""
     return Stream(seed, stream, learners, num_sims, draws).uniform(step)
+
+
+def _mix(x):
+    """_splitmix64 on one uint64 (every constant a uint64, so numba keeps the arithmetic unsigned)."""
+    x = x + _GOLDEN
+    x = (x ^ (x >> _S30)) * _MIX1
+    x = (x ^ (x >> _S27)) * _MIX2
+    return x ^ (x >> _S31)
+
+
+def _uniform_one(head, learner, sim, draw):
+    """The draw `Stream.uniform` makes for one (learner, simulator, draw) under the key head `head`."""
+    key = _mix(head ^ learner)
+    key = _mix(key ^ np.uint64(sim))
+    key = _mix(key ^ np.uint64(draw))
+    return np.float64(key >> _S11) * _UNIT
+
+
+def _uniform_block(head, learners, out):
+    """Every draw of `out: [K, E, draws]` in one loop."""
+    for k in range(out.shape[0]):
+        for e in range(out.shape[1]):
+            for d in range(out.shape[2]):
+                out[k, e, d] = _uniform_one(head, learners[k], e, d)
+
+
+if numba is not None:
+    _mix = numba.njit(cache=True)(_mix)
+    _uniform_one = numba.njit(cache=True)(_uniform_one)
+    _uniform_block = numba.njit(cache=True)(_uniform_block)
+
+
+@functools.cache
+def compiled() -> bool:
+    """Whether the numba loop draws: numba imports and its draws are numpy's on a probe (integer arithmetic: always)."""
+    if numba is None:
+        return False
+    stream = Stream(12345, ACTION, np.array([0, 3, 2**40 + 7]), 5, 4)
+    return bool(np.array_equal(stream._by_loop(99), stream._by_numpy(99)))

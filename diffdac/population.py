@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from diffdac import noise
+from diffdac import a2c_kernels, noise
 from diffdac.errors import ConfigError
 
 # Orthogonal gains of the original's MLP base (Kostrikov's pytorch-a2c-ppo-acktr-gail).
@@ -208,7 +208,7 @@ class Population:
         if self.continuous:
             std = self._views["actor.log_std"].exp()
             return out + std * torch.from_numpy(stream.normal(step)).to(out)
-        u = stream.uniform(step)  # [K, E, 1]
-        cdf = torch.softmax(out, dim=-1).double().cumsum(-1)
-        u_t = torch.from_numpy(u).to(cdf.device)
-        return (u_t > cdf).sum(-1).clamp_(max=self.action_dim - 1)
+        probs, u = torch.softmax(out, dim=-1), stream.uniform(step)  # u: [K, E, 1]
+        if probs.device.type == "cpu" and a2c_kernels.categorical_available():
+            return a2c_kernels.categorical(probs, u)
+        return a2c_kernels.categorical_by_ops(probs, u)
