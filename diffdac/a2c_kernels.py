@@ -221,6 +221,13 @@ def on_cpu(*tensors: torch.Tensor) -> bool:
     return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
 
 
+def warm_up() -> None:
+    """Load (or compile, the first time on a machine) the kernels and run their probes now, not in the first update."""
+    from diffdac import noise
+
+    returns_available(), categorical_available(), rmsprop_variant(), noise.compiled()
+
+
 @functools.cache
 def returns_available() -> bool:
     """numba imports and its returns equal torch's on a probe."""

@@ -85,6 +85,8 @@ class Learners:
         self.optimizer = torch.optim.RMSprop(
             [self.pop.flat], lr=config.lr, alpha=config.rms_alpha, eps=config.rms_eps, foreach=False
         )
+        if self.device.type == "cpu":
+            a2c_kernels.warm_up()
         self.mixer = method.mixer(comm, learner_ids, self.device)
         self.mixer.start(self.pop.flat)
         k, e = len(learner_ids), config.envs_per_learner

@@ -72,6 +72,18 @@ def action_dim(action_space: gym.Space) -> int:
     return int(action_space.n) if isinstance(action_space, gym.spaces.Discrete) else action_space.shape[0]
 
 
+def _gaussian(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.distributions.Normal's log_prob and entropy `[K, B]`, summed over action dimensions.
+
+    The same ops on the same broadcast tensors as Normal (so the same bits, forward and backward),
+    without building a distribution and validating its arguments in every update.
+    """
+    loc, scale = torch.broadcast_tensors(mean, log_std.exp())  # log_std: [K, 1, A]
+    logp = -((actions - loc) ** 2) / (2 * scale**2) - scale.log() - math.log(math.sqrt(2 * math.pi))
+    entropy = 0.5 + 0.5 * math.log(2 * math.pi) + torch.log(scale)
+    return logp.sum(-1), entropy.sum(-1)
+
+
 class Population:
     """A block of K actor-critic learners with global ids `learner_ids`."""
 
@@ -179,9 +191,7 @@ class Population:
         params = self._params(params)
         out = self.actor(obs, params)
         if self.continuous:
-            log_std = params["actor.log_std"]  # [K, 1, A]
-            dist = torch.distributions.Normal(out, log_std.exp())
-            return dist.log_prob(actions).sum(-1), dist.entropy().sum(-1).expand_as(out[..., 0])
+            return _gaussian(out, params["actor.log_std"], actions)
         logp_all = torch.log_softmax(out, dim=-1)
         logp = logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)

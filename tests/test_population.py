@@ -87,3 +87,22 @@ def test_a_learner_computes_the_same_bits_alone_as_in_a_block():
         (logp_k.sum() + alone.value(obs[k : k + 1], own).sum()).backward()
         for name in params:
             assert torch.equal(own[name].grad[0], params[name].grad[k]), name
+
+
+def test_the_gaussian_terms_are_torch_normals_bit_for_bit_forward_and_backward():
+    from diffdac.population import _gaussian
+
+    gen = torch.Generator().manual_seed(0)
+    mean0, log_std0 = torch.randn(4, 20, 3, generator=gen), torch.randn(4, 1, 3, generator=gen) * 0.3
+    actions, weights = torch.randn(4, 20, 3, generator=gen), torch.randn(4, 20, generator=gen)
+    results = []
+    for terms in (_gaussian, None):
+        mean, log_std = mean0.clone().requires_grad_(), log_std0.clone().requires_grad_()
+        if terms is None:
+            dist = torch.distributions.Normal(mean, log_std.exp())
+            logp, entropy = dist.log_prob(actions).sum(-1), dist.entropy().sum(-1)
+        else:
+            logp, entropy = terms(mean, log_std, actions)
+        ((logp * weights).sum() + 0.01 * entropy.sum()).backward()
+        results.append((logp, entropy, mean.grad, log_std.grad))
+    assert all(torch.equal(a, b) for a, b in zip(*results))
