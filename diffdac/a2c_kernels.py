@@ -25,6 +25,7 @@ try:
 except ImportError:  # numba is the [fast] extra
     numba = None
 
+CHUNK = 1 << 19  # floats of parameters per block of the RMSprop kernels: 2 MB, about the L2 of a core
 PROBE_ROWS, PROBE_COLS = 7, 1_003  # not a multiple of any vector width: the kernels' tails are probed too
 
 
@@ -189,22 +190,31 @@ def categorical_by_ops(probs: torch.Tensor, u: np.ndarray) -> torch.Tensor:
 def rmsprop_kernel(optimizer: torch.optim.RMSprop, flat: torch.Tensor, scale: torch.Tensor | None, fused: bool) -> int:
     """`rmsprop_torch` in two passes around torch's sqrt; returns the first row with a non-finite parameter, or -1.
 
-    The state stays the optimizer's own (`step`, `square_avg`), so checkpoints and `load_state_dict`
-    are the same whichever path ran.
+    The rows go in blocks of about CHUNK floats, so each block's square root is a small buffer that
+    stays in cache (and out of the peak memory: 37 MB at 1,024 learners). The state stays the
+    optimizer's own (`step`, `square_avg`), so checkpoints and `load_state_dict` are the same
+    whichever path ran.
     """
     group, state = optimizer.param_groups[0], optimizer.state[flat]
     if not state:  # RMSprop's _init_group
         state["step"] = torch.tensor(0.0)
         state["square_avg"] = torch.zeros_like(flat, memory_format=torch.preserve_format)
     state["step"] += 1
-    grad, square_avg = flat.grad, state["square_avg"]
-    rows = np.ones(flat.shape[0], np.float32) if scale is None else scale.reshape(-1).numpy()
-    alpha = group["alpha"]
-    _square_avg(grad.numpy(), square_avg.numpy(), rows, np.float32(alpha), np.float32(1 - alpha), fused)
-    root = torch.sqrt(square_avg)
-    return int(
-        _apply(flat.detach().numpy(), grad.numpy(), root.numpy(), np.float32(group["eps"]), np.float32(-group["lr"]))
-    )
+    param, grad, square_avg = flat.detach().numpy(), flat.grad.numpy(), state["square_avg"]
+    scales = np.ones(flat.shape[0], np.float32) if scale is None else scale.reshape(-1).numpy()
+    alpha, eps, step_size = np.float32(group["alpha"]), np.float32(group["eps"]), np.float32(-group["lr"])
+    weight = np.float32(1 - group["alpha"])
+    rows = max(1, CHUNK // flat.shape[1])
+    root = torch.empty(min(rows, flat.shape[0]), flat.shape[1])
+    first_bad = -1
+    for lo in range(0, flat.shape[0], rows):
+        hi = min(lo + rows, flat.shape[0])
+        _square_avg(grad[lo:hi], square_avg[lo:hi].numpy(), scales[lo:hi], alpha, weight, fused)
+        block = torch.sqrt(square_avg[lo:hi], out=root[: hi - lo]).numpy()
+        bad = _apply(param[lo:hi], grad[lo:hi], block, eps, step_size)
+        if first_bad < 0 and bad >= 0:
+            first_bad = lo + int(bad)
+    return first_bad
 
 
 def plain_rmsprop(optimizer: torch.optim.Optimizer) -> bool:

@@ -71,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="mujoco: also step and train with this many simulator threads (default 2)",
     )
+    parser.add_argument(
+        "--sim-processes",
+        type=int,
+        default=2,
+        help="mujoco: also step and train with this many simulator processes (default 2)",
+    )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
 
 
@@ -196,11 +202,15 @@ def stock_env_steps_per_s(env_id: str, steps: int, seed: int) -> float:
     return steps / elapsed
 
 
-def task_batch_steps_per_s(env_id: str, learners: int, sims: int, steps: int, seed: int, sim_threads: int = 1) -> float:
+def task_batch_steps_per_s(
+    env_id: str, learners: int, sims: int, steps: int, seed: int, threads: int = 1, processes: int = 1
+) -> float:
     """Env steps/s of a learners x sims task batch (what `diffdac train` steps), all simulators per call."""
     import envs
 
-    batch = envs.make_task_batch(env_id, seed, list(range(learners)), sims, sim_threads=sim_threads)
+    batch = envs.make_task_batch(
+        env_id, seed, list(range(learners)), sims, sim_threads=threads, sim_processes=processes
+    )
     actions = random_actions(batch.action_space, (max(1, steps // (learners * sims)), learners, sims), seed)
     batch.reset()
     start = time.perf_counter()
@@ -211,14 +221,19 @@ def task_batch_steps_per_s(env_id: str, learners: int, sims: int, steps: int, se
     return actions.shape[0] * learners * sims / elapsed
 
 
+# How a batch may be stepped on more than one core: (key suffix, train flag, row label)
+PARALLEL = (("t", "--sim-threads", "sim threads"), ("p", "--sim-processes", "sim processes"))
+
+
 @scenario("mujoco")
 def mujoco(args: argparse.Namespace) -> list[Row]:
     """MuJoCo variants stepped as a task batch (and trained on) against one stock robot stepping alone.
 
     The peer is the stock robot the variant is built on (Hopper-v5 for RandomMassHopper-v5). The
     stock robot in a task batch separates what batching costs from what the variants' physics
-    (air, other masses) costs. The set-ups are measured in turn in every repeat, so a busy moment
-    costs all of them alike.
+    (air, other masses) costs. With --sim-threads / --sim-processes above 1 the batch is also
+    stepped, and trained on, that way, against itself on one core. The set-ups are measured in
+    turn in every repeat, so a busy moment costs all of them alike.
     """
     import envs.mujoco_tasks
 
@@ -227,40 +242,46 @@ def mujoco(args: argparse.Namespace) -> list[Row]:
         peer = envs.mujoco_tasks.stock_id(env_id)
     except ValueError as err:
         raise ConfigError(f"--scenario mujoco: {err}") from None
-    learners, sims, threads = args.num_learners, args.envs_per_learner, args.sim_threads
-    keys = ["stock", "stock_batch", "batch", "train"] + (
-        [f"batch@{threads}", f"train@{threads}"] if threads > 1 else []
-    )
+    learners, sims = args.num_learners, args.envs_per_learner
+    counts = {"t": args.sim_threads, "p": args.sim_processes}
+    ways = [(f"@{n}{kind}", kind, n) for kind, _, _ in PARALLEL if (n := counts[kind]) > 1]
+    keys = ["stock", "stock_batch", "batch", "train"] + [
+        f"{base}{at}" for at, _, _ in ways for base in ("batch", "train")
+    ]
     speeds: dict[str, list[float]] = {key: [] for key in keys}
+    flags = {kind: flag for kind, flag, _ in PARALLEL}
     with tempfile.TemporaryDirectory(prefix="diffdac-bench-") as tmp:
         for i in range(args.repeats):
             speeds["stock"].append(stock_env_steps_per_s(peer, args.total_steps, i))
             speeds["stock_batch"].append(task_batch_steps_per_s(peer, learners, sims, args.total_steps, i))
-            for n in sorted({1, threads}):
-                at = "" if n == 1 else f"@{n}"
-                speeds[f"batch{at}"].append(task_batch_steps_per_s(env_id, learners, sims, args.total_steps, i, n))
+            for at, kind, n in [("", "t", 1), *ways]:
+                parallel = {"threads": n} if kind == "t" else {"processes": n}
+                speeds[f"batch{at}"].append(
+                    task_batch_steps_per_s(env_id, learners, sims, args.total_steps, i, **parallel)
+                )
                 options = train_args(argparse.Namespace(**{**vars(args), "env": env_id}), Path(tmp) / f"train{at}-{i}")
-                speeds[f"train{at}"].append(launch_training(1, [*options, "--sim-threads", str(n)])[0])
+                speeds[f"train{at}"].append(launch_training(1, [*options, flags[kind], str(n)])[0])
     names = {
         "stock": f"{peer} alone",
         "stock_batch": f"{peer} task batch",
         "batch": f"{env_id} task batch",
         "train": f"diffdac train on {env_id}",
     }
+    labels = {kind: label for kind, _, label in PARALLEL}
     median = {key: statistics.median(values) for key, values in speeds.items()}
     rows = []
     for key in keys:
-        base, _, n = key.partition("@")
-        same_batch = median[f"batch{'@' + n if n else ''}"] if base == "train" else None
+        base, _, at = key.partition("@")
+        same_batch = median["batch" + (f"@{at}" if at else "")] if base == "train" else None
         rows.append(
             {
                 "scenario": "mujoco",
-                "setup": names[base] + (f", {n} sim threads" if n else ""),
+                "setup": names[base] + (f", {at[:-1]} {labels[at[-1]]}" if at else ""),
                 "learners_x_sims": "1" if key == "stock" else f"{learners}x{sims}",
                 "steps_per_s": round(median[key], 1),
                 "ratio_to_stock": round(median[key] / median["stock"], 3),
                 "ratio_to_batch": round(median[key] / same_batch, 3) if same_batch else "",
-                "ratio_to_1_thread": round(median[key] / median[base], 3) if n else "",
+                "ratio_to_1_core": round(median[key] / median[base], 3) if at else "",
             }
         )
     return rows
@@ -457,7 +478,7 @@ def format_table(rows: list[Row]) -> str:
 
 def validate(args: argparse.Namespace) -> None:
     """Refuse bad counts before minutes of measuring start."""
-    for name in ("num_learners", "envs_per_learner", "total_steps", "repeats", "sim_threads"):
+    for name in ("num_learners", "envs_per_learner", "total_steps", "repeats", "sim_threads", "sim_processes"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     parse_setups(args.setups)

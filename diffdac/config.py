@@ -115,6 +115,11 @@ class TrainConfig:
     sim_threads: int = opt(
         1, "threads that step a gymnasium task batch (MuJoCo releases the GIL); the numbers do not depend on it"
     )
+    sim_processes: int = opt(
+        1,
+        "processes that step a gymnasium task batch, this one and N-1 workers (a step's Python runs in parallel too, "
+        "unlike threads); the numbers do not depend on it",
+    )
     device: str = opt("cpu", "torch device of the population: cpu or cuda")
     progress: bool = opt(
         True, "show a progress bar on a terminal, or a status line per log interval when stdout is not one"
@@ -142,12 +147,15 @@ class TrainConfig:
             "log_interval",
             "threads",
             "sim_threads",
+            "sim_processes",
             "save_every",
             "keep_checkpoints",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer, got {value!r}")
+        if self.sim_threads > 1 and self.sim_processes > 1:
+            raise ConfigError("--sim-threads and --sim-processes both ask for more than 1: give one of them")
         for name in ("lr", "rms_alpha", "rms_eps", "gamma", "entropy_coef", "value_coef", "max_grad_norm"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -384,6 +392,7 @@ RESUME_FREE = frozenset(
         "keep_checkpoints",
         "tensorboard",
         "sim_threads",
+        "sim_processes",
     }
 )
 # What config.json adds to the options.

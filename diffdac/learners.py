@@ -142,7 +142,10 @@ class Learners:
             ro.obs[:, t] = self._policy_input(self.obs)
             actions = self.pop.act(ro.obs[:, t], cfg.seed, self.updates * cfg.steps_per_update + t)
             ro.actions[t] = actions
-            result = self.tasks.step(actions.cpu().numpy())
+            try:
+                result = self.tasks.step(actions.cpu().numpy())
+            except envs.WorkerError as err:  # a --sim-processes worker failed or died
+                raise TrainingError(f"{err} at update {self.updates + 1}") from None
             done = result.terminated | result.truncated
             ro.dones[t] = torch.from_numpy(done)  # copied into the buffer's dtype and device
             ro.rewards[t] = torch.from_numpy(result.reward)

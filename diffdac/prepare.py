@@ -25,7 +25,7 @@ import topologies
 from diffdac import limits, provenance
 from diffdac.config import NORMALIZE_CHOICES, TrainConfig, read_run_config
 from diffdac.distributed import env_rank
-from diffdac.errors import ConfigError, ResumeError
+from diffdac.errors import ConfigError, ResumeError, TrainingError
 from diffdac.logs import RUN_FILES
 from diffdac.methods import Method, method_for
 from diffdac.population import action_dim, check_spaces
@@ -80,7 +80,12 @@ def check_machine(config: TrainConfig) -> None:
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--tensorboard needs the tensorboard package: pip install 'diffdac[tensorboard]'")
     cores = os.cpu_count() or 1
-    for flag, count in (("--threads", config.threads), ("--sim-threads", config.sim_threads)):
+    counts = (
+        ("--threads", config.threads),
+        ("--sim-threads", config.sim_threads),
+        ("--sim-processes", config.sim_processes),
+    )
+    for flag, count in counts:
         if count > cores:
             raise ConfigError(
                 f"{flag} {count} is more than the {cores} CPU cores of this machine: give at most {cores}"
@@ -245,8 +250,17 @@ def make_tasks(config: TrainConfig, learner_ids: np.ndarray, envs_per_learner: i
     sims = config.envs_per_learner if envs_per_learner is None else envs_per_learner
     try:
         return envs.make_task_batch(
-            config.env, config.seed, learner_ids, sims, config.task_seeding, config.mass_scaling, config.sim_threads
+            config.env,
+            config.seed,
+            learner_ids,
+            sims,
+            config.task_seeding,
+            config.mass_scaling,
+            config.sim_threads,
+            config.sim_processes,
         )
+    except envs.WorkerError as err:
+        raise TrainingError(str(err)) from None
     except ValueError as err:
         raise ConfigError(str(err)) from None
     except (gymnasium.error.Error, ImportError) as err:

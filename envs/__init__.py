@@ -8,6 +8,7 @@ from envs.factory import ACROBOT_FAMILIES, is_batched_acrobot, make_task_batch
 from envs.gym_batch import GymTaskBatch
 from envs.mujoco_tasks import FAMILIES as MUJOCO_FAMILIES
 from envs.mujoco_tasks import ROBOT_NAMES, sample_mujoco_task, variant_id
+from envs.sim_workers import WorkerError
 
 ACROBOT_REWARD_THRESHOLD = -100.0  # gymnasium Acrobot-v1
 
@@ -61,6 +62,7 @@ __all__ = [
     "GymTaskBatch",
     "StepResult",
     "TaskBatch",
+    "WorkerError",
     "is_batched_acrobot",
     "needs_mujoco",
     "make_task_batch",

@@ -45,12 +45,14 @@ def make_task_batch(
     task_seeding: str = "keyed",
     mass_scaling: str = "body-mass",
     sim_threads: int = 1,
+    sim_processes: int = 1,
 ) -> TaskBatch:
     """Learners `learner_ids` x `envs_per_learner` simulators of `env_id`, each learner on its own task.
 
     `task_seeding` picks how a learner's task seed follows from (seed, learner) (envs.batch.task_seed_for);
     `mass_scaling` how a MuJoCo variant's mass factor is applied (envs.mujoco.build_model);
-    `sim_threads` how many threads step a gymnasium batch (the batched Acrobot is one array computation).
+    `sim_threads` how many threads, or `sim_processes` how many processes, step a gymnasium batch (the
+    batched Acrobot is one array computation).
     """
     if is_batched_acrobot(env_id):
         family = ACROBOT_FAMILIES[env_id]
@@ -58,4 +60,6 @@ def make_task_batch(
         return BatchedAcrobot(tasks, envs_per_learner, seed, learner_ids)
     check_env_id(env_id)
     options = {"mass_scaling": mass_scaling} if is_mujoco_variant(env_id) else {}
-    return GymTaskBatch(env_id, seed, learner_ids, envs_per_learner, task_seeding, sim_threads, **options)
+    return GymTaskBatch(
+        env_id, seed, learner_ids, envs_per_learner, task_seeding, sim_threads, sim_processes, **options
+    )

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import gymnasium
 import numpy as np
 
+from envs.sim_workers import SimWorker
 from envs.batch import (
     GYM_RESET_STREAM,
     EpisodeTracker,
@@ -35,6 +36,21 @@ def make_learner_env(
     return gymnasium.make(env_id, **render)
 
 
+def step_envs(
+    envs: Sequence[gymnasium.Env],
+    actions: np.ndarray,
+    obs: np.ndarray,
+    final_obs: np.ndarray,
+    reward: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+) -> None:
+    """Step each env with its action into the given rows; one that ends is reset in the same step (SAME_STEP)."""
+    for i, env in enumerate(envs):
+        final_obs[i], reward[i], terminated[i], truncated[i], _ = env.step(actions[i])
+        obs[i] = env.reset()[0] if terminated[i] or truncated[i] else final_obs[i]
+
+
 class GymTaskBatch:
     """K learners x E gymnasium envs stepped in one call, each autoreset in the step that ends it.
 
@@ -46,6 +62,8 @@ class GymTaskBatch:
     With `sim_threads` > 1 the simulators are stepped in that many slices from a thread pool:
     mujoco releases the GIL in mj_step, so MuJoCo batches use more than one core. Every
     simulator is stepped exactly as alone, so the numbers do not depend on the thread count.
+    With `sim_processes` > 1 this process steps the first slice and a worker process
+    (envs.sim_workers) each other one, beside it: the Python of a step runs in parallel too.
     """
 
     def __init__(
@@ -56,29 +74,43 @@ class GymTaskBatch:
         envs_per_learner: int,
         task_seeding: str = "keyed",
         sim_threads: int = 1,
+        sim_processes: int = 1,
         **task_options: object,
     ):
+        if sim_threads > 1 and sim_processes > 1:
+            raise ValueError("give --sim-threads or --sim-processes, not both")
         self.num_learners = len(learner_ids)
         self.envs_per_learner = envs_per_learner
+        owners = [k for k in learner_ids for _ in range(envs_per_learner)]  # the learner of each simulator
         self._reset_seeds = [
             int(simulator_seed_sequence(seed, k, e, GYM_RESET_STREAM).generate_state(1)[0])
             for k in learner_ids
             for e in range(envs_per_learner)
         ]
-        self._envs = [
-            make_learner_env(env_id, seed, k, task_seeding, **task_options)
-            for k in learner_ids
-            for _ in range(envs_per_learner)
+        n = len(owners)
+        self._slices = [
+            (int(s[0]), int(s[-1]) + 1) for s in np.array_split(np.arange(n), min(max(sim_threads, sim_processes), n))
         ]
+        # Processes: this one steps the first slice, a worker each other slice. Threads: every env is here.
+        local = self._slices[0][1] if sim_processes > 1 else n
+        self._workers = (
+            [SimWorker(env_id, seed, owners[lo:hi], task_seeding, task_options) for lo, hi in self._slices[1:]]
+            if sim_processes > 1
+            else []
+        )
+        try:
+            self._envs = [make_learner_env(env_id, seed, k, task_seeding, **task_options) for k in owners[:local]]
+            sim_tasks = [dict(getattr(env.unwrapped, "task", {})) for env in self._envs]
+            for worker in self._workers:
+                sim_tasks += worker.tasks()
+        except BaseException:
+            self._close_workers()
+            raise
         self.observation_space = self._envs[0].observation_space
         self.action_space = self._envs[0].action_space
-        self.tasks = [
-            dict(getattr(self._envs[i * envs_per_learner].unwrapped, "task", {})) for i in range(self.num_learners)
-        ]
+        self.tasks = sim_tasks[::envs_per_learner]
         self._episodes = EpisodeTracker((self.num_learners, envs_per_learner))
-        n = len(self._envs)
-        self._slices = [(int(s[0]), int(s[-1]) + 1) for s in np.array_split(np.arange(n), min(sim_threads, n))]
-        self._pool = ThreadPoolExecutor(len(self._slices)) if len(self._slices) > 1 else None
+        self._pool = ThreadPoolExecutor(len(self._slices)) if len(self._slices) > 1 and not self._workers else None
 
     def _unflatten(self, x: np.ndarray) -> np.ndarray:
         """[K*E, ...] -> [K, E, ...]."""
@@ -86,7 +118,9 @@ class GymTaskBatch:
 
     def reset(self) -> np.ndarray:
         """Reset every simulator with its own (seed, learner, sim) seed. Returns obs [K, E, *obs_shape]."""
-        obs = np.stack([env.reset(seed=s)[0] for env, s in zip(self._envs, self._reset_seeds)])
+        obs = [np.stack([env.reset(seed=s)[0] for env, s in zip(self._envs, self._reset_seeds)])]
+        obs += [worker.reset(self._reset_seeds[lo:hi]) for worker, (lo, hi) in zip(self._workers, self._slices[1:])]
+        obs = np.concatenate(obs)
         self._episodes.clear()
         return self._unflatten(obs.astype(np.float32))
 
@@ -99,19 +133,24 @@ class GymTaskBatch:
         flat = np.asarray(actions).reshape((-1,) + self.action_space.shape)
         if isinstance(self.action_space, gymnasium.spaces.Box):
             flat = np.clip(flat, self.action_space.low, self.action_space.high)
-        n = len(self._envs)
+        n = self.num_learners * self.envs_per_learner
         obs = np.empty((n,) + self.observation_space.shape, dtype=np.float32)
         final_obs = np.empty_like(obs)
         reward = np.empty(n, dtype=np.float32)
         terminated, truncated = np.empty(n, dtype=bool), np.empty(n, dtype=bool)
+        out = (obs, final_obs, reward, terminated, truncated)
 
         def step_slice(lo: int, hi: int) -> None:
-            for i in range(lo, hi):
-                env = self._envs[i]
-                final_obs[i], reward[i], terminated[i], truncated[i], _ = env.step(flat[i])
-                obs[i] = env.reset()[0] if terminated[i] or truncated[i] else final_obs[i]
+            step_envs(self._envs[lo:hi], flat[lo:hi], *(a[lo:hi] for a in out))
 
-        if self._pool is None:
+        if self._workers:
+            for worker, (lo, hi) in zip(self._workers, self._slices[1:]):
+                worker.send_step(flat[lo:hi])
+            step_slice(*self._slices[0])
+            for worker, (lo, hi) in zip(self._workers, self._slices[1:]):
+                for array, part in zip(out, worker.receive_step()):
+                    array[lo:hi] = part
+        elif self._pool is None:
             step_slice(0, n)
         else:
             for done in [self._pool.submit(step_slice, lo, hi) for lo, hi in self._slices]:
@@ -138,5 +177,10 @@ class GymTaskBatch:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
+        self._close_workers()
         for env in self._envs:
             env.close()
+
+    def _close_workers(self) -> None:
+        for worker in self._workers:
+            worker.close()

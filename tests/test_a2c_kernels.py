@@ -42,12 +42,14 @@ def test_categorical_draws_equal_the_torch_ops_including_boundaries():
     assert got.dtype == torch.int64 and set(got.unique().tolist()) == set(range(5))
 
 
-@pytest.mark.parametrize("max_norm", [0.5, 0.0])
-def test_clipped_rmsprop_steps_equal_torch_and_hand_over_the_same_state(max_norm):
-    """Rows above and below the clip norm; then the torch optimizer continues from the kernels' state."""
+@pytest.mark.parametrize("max_norm, chunk", [(0.5, 1 << 19), (0.0, 1 << 19), (0.5, 2400), (0.5, 100)])
+def test_clipped_rmsprop_steps_equal_torch_and_hand_over_the_same_state(max_norm, chunk, monkeypatch):
+    """Rows above and below the clip norm, in one block or several (3 + 3 + 1 rows, or one each); then
+    the torch optimizer continues from the kernels' state."""
+    monkeypatch.setattr(a2c_kernels, "CHUNK", chunk)
     gen = torch.Generator().manual_seed(5)
-    start = torch.randn(6, 777, generator=gen)
-    grads = [torch.randn(6, 777, generator=gen) * 4.0 ** torch.arange(-3.0, 3.0)[:, None] for _ in range(5)]
+    start = torch.randn(7, 777, generator=gen)
+    grads = [torch.randn(7, 777, generator=gen) * 4.0 ** torch.arange(-3.0, 4.0)[:, None] for _ in range(5)]
     ends = []
     for kernel_steps in (0, 3):
         flat = start.clone().requires_grad_(True)
@@ -70,6 +72,7 @@ def test_clipped_rmsprop_steps_equal_torch_and_hand_over_the_same_state(max_norm
 
 @pytest.mark.parametrize("use_kernel", [True, False], ids=["kernels", "torch ops"])
 def test_the_step_names_the_first_learner_left_with_non_finite_parameters(use_kernel, monkeypatch):
+    monkeypatch.setattr(a2c_kernels, "CHUNK", 100)  # a block per row: the row is found in a later block
     if not use_kernel:
         monkeypatch.setattr(a2c_kernels, "rmsprop_variant", lambda: None)
     flat = torch.zeros(4, 50, requires_grad=True)

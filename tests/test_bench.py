@@ -81,10 +81,14 @@ def test_the_mujoco_scenario_puts_every_setup_against_the_stock_robot_alone(monk
     monkeypatch.setattr(bench, "stock_env_steps_per_s", lambda env_id, steps, seed: {0: 100.0, 1: 300.0}[seed])
     batch = {"Hopper-v5": 250.0, "diffdac/RandomMassHopper-v5": 150.0}
     monkeypatch.setattr(
-        bench, "task_batch_steps_per_s", lambda env_id, learners, sims, steps, seed, threads=1: batch[env_id] + seed
+        bench,
+        "task_batch_steps_per_s",
+        lambda env_id, learners, sims, steps, seed, threads=1, processes=1: batch[env_id] + seed,
     )
     monkeypatch.setattr(bench, "launch_training", lambda p, options: (50.0, 2.0))
-    rows = bench.SCENARIOS["mujoco"](_args("--scenario", "mujoco", "--repeats", "2", "--sim-threads", "1"))
+    rows = bench.SCENARIOS["mujoco"](
+        _args("--scenario", "mujoco", "--repeats", "2", "--sim-threads", "1", "--sim-processes", "1")
+    )
     assert [(r["setup"], r["learners_x_sims"], r["steps_per_s"], r["ratio_to_stock"]) for r in rows] == [
         ("Hopper-v5 alone", "1", 200.0, 1.0),
         ("Hopper-v5 task batch", "4x4", 250.5, 1.252),
@@ -116,14 +120,15 @@ def test_the_mujoco_scenario_measures_real_stepping_and_training(capsys, tmp_pat
         "1",
         "--json",
     ]
-    assert main([*argv, "--sim-threads", "1"]) == 0
+    assert main([*argv, "--sim-threads", "1", "--sim-processes", "1"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [r["learners_x_sims"] for r in rows] == ["1", "2x2", "2x2", "2x2"] and rows[0]["ratio_to_stock"] == 1.0
     assert all(r["steps_per_s"] > 0 for r in rows)
-    assert main(argv) == 0  # by default also on 2 simulator threads, against the same on one
-    threaded = json.loads(capsys.readouterr().out)["rows"][4:]
-    assert [r["setup"].endswith("2 sim threads") for r in threaded] == [True, True]
-    assert all(r["ratio_to_1_thread"] > 0 for r in threaded) and threaded[1]["ratio_to_batch"] > 0
+    assert main(argv) == 0  # by default also on 2 simulator threads and on 2 processes, against one core
+    parallel = json.loads(capsys.readouterr().out)["rows"][4:]
+    assert [r["setup"].rsplit(", ", 1)[1] for r in parallel] == ["2 sim threads"] * 2 + ["2 sim processes"] * 2
+    assert all(r["steps_per_s"] > 0 and r["ratio_to_1_core"] > 0 for r in parallel)
+    assert parallel[1]["ratio_to_batch"] > 0 and parallel[3]["ratio_to_batch"] > 0
 
 
 def test_random_actions_lie_inside_the_box():

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 import envs
+import torch
+from diffdac import checkpoint
 from diffdac.cli import main
 from envs.mujoco import ROBOTS, build_model, lowest_point
 from envs.mujoco_tasks import (
@@ -289,3 +291,19 @@ def test_short_training_run_on_random_mass_hopper(tmp_path):
     assert masses == [sample_mujoco_task("RandomMass", envs.task_seed_for(0, k))["mass"] for k in (0, 1)]
     assert masses[0] != masses[1]
     assert len(list((run_dir / "monitor").glob("*.monitor.csv"))) == 4
+
+
+def test_a_run_on_two_simulator_processes_is_the_run_on_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ["train", "--env", "diffdac/RandomMassHopper-v5", "--num-learners", "2", "--envs-per-learner", "3"]
+    common += ["--total-steps", "3000", "--hidden", "8", "--no-progress"]
+    assert main([*common, "--log-dir", str(tmp_path / "one")]) == 0
+    assert main([*common, "--log-dir", str(tmp_path / "two"), "--sim-processes", "2"]) == 0
+    for path in sorted((tmp_path / "one" / "monitor").glob("*.monitor.csv")):
+        rows = [
+            [line.split(",")[:2] for line in (d / "monitor" / path.name).read_text().splitlines()[2:]]
+            for d in (tmp_path / "one", tmp_path / "two")
+        ]
+        assert rows[0] == rows[1] and rows[0]
+    params = [checkpoint.gather(tmp_path / d, "params") for d in ("one", "two")]
+    assert torch.equal(*params)

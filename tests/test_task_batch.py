@@ -6,6 +6,7 @@ import pytest
 
 from envs import BatchedAcrobot, GymTaskBatch, is_batched_acrobot, make_task_batch
 from envs.gym_batch import make_learner_env
+from envs.sim_workers import SimWorker, WorkerError
 
 K, E = 2, 2
 
@@ -147,9 +148,11 @@ def test_gym_batch_equals_gymnasiums_sync_vector_env_with_same_step_autoreset(en
 
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "diffdac/RandomMassHopper-v5"])
-def test_stepping_a_batch_from_threads_gives_the_same_numbers(env_id, tmp_path, monkeypatch):
+@pytest.mark.parametrize("parallel", [{"sim_threads": 2}, {"sim_processes": 3}], ids=["threads", "processes"])
+def test_stepping_a_batch_on_several_cores_gives_the_same_numbers(env_id, parallel, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # MuJoCo may write MUJOCO_LOG.TXT
-    batches = [make_task_batch(env_id, 0, [0, 1, 2], 3, sim_threads=threads) for threads in (1, 2)]
+    batches = [make_task_batch(env_id, 0, [0, 1, 2], 3), make_task_batch(env_id, 0, [0, 1, 2], 3, **parallel)]
+    assert batches[0].tasks == batches[1].tasks and batches[0].action_space == batches[1].action_space
     observations = [b.reset() for b in batches]
     assert np.array_equal(*observations)
     rng = np.random.default_rng(0)
@@ -161,3 +164,25 @@ def test_stepping_a_batch_from_threads_gives_the_same_numbers(env_id, tmp_path, 
             assert np.array_equal(getattr(one, field), getattr(two, field)), field
     for b in batches:
         b.close()
+
+
+def test_a_simulator_workers_error_and_its_death_are_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    worker = SimWorker("diffdac/RandomMassHopper-v5", 0, [0], "keyed", {})
+    assert worker.tasks()[0]["mass"] > 0 and worker.reset([1]).shape == (1, 11)
+    worker.send_step(np.zeros((1, 5), np.float32))  # a Hopper takes 3 numbers, not 5
+    with pytest.raises(WorkerError, match="^a simulator worker failed: ValueError"):
+        worker.receive_step()
+    worker.close()
+    batch = make_task_batch("diffdac/RandomMassHopper-v5", 0, [0, 1], 2, sim_processes=2)
+    batch.reset()
+    batch._workers[0]._process.kill()
+    batch._workers[0]._process.wait()
+    with pytest.raises(WorkerError, match="^a simulator worker process died"):
+        batch.step(np.zeros((2, 2, 3), np.float32))
+    batch.close()
+
+
+def test_asking_for_simulator_threads_and_processes_at_once_is_refused():
+    with pytest.raises(ValueError, match="not both"):
+        make_task_batch("CartPole-v1", 0, [0], 2, sim_threads=2, sim_processes=2)
