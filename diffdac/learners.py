@@ -226,7 +226,10 @@ class Learners:
 
     def disagreement(self) -> float:
         """Over the learners still in the graph: a departed learner's frozen parameters are not a disagreement."""
-        return disagreement(self.pop.flat.detach()[torch.from_numpy(self.alive).to(self.device)], self.comm.all_sum)
+        block = self.pop.flat.detach()
+        if not self.alive.all():  # a copy of the rows; in the usual case none is needed
+            block = block[torch.from_numpy(self.alive).to(self.device)]
+        return disagreement(block, self.comm.all_sum)
 
     def state_dict(self) -> dict:
         """Everything that makes the next update the same as in an uninterrupted run."""
