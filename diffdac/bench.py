@@ -221,8 +221,8 @@ def task_batch_steps_per_s(
     return actions.shape[0] * learners * sims / elapsed
 
 
-# How a batch may be stepped on more than one core: (key suffix, train flag, row label)
-PARALLEL = (("t", "--sim-threads", "sim threads"), ("p", "--sim-processes", "sim processes"))
+# How a batch may be stepped on more than one core: key suffix -> (option, row label)
+PARALLEL = {"t": ("sim_threads", "sim threads"), "p": ("sim_processes", "sim processes")}
 
 
 @scenario("mujoco")
@@ -243,31 +243,29 @@ def mujoco(args: argparse.Namespace) -> list[Row]:
     except ValueError as err:
         raise ConfigError(f"--scenario mujoco: {err}") from None
     learners, sims = args.num_learners, args.envs_per_learner
-    counts = {"t": args.sim_threads, "p": args.sim_processes}
-    ways = [(f"@{n}{kind}", kind, n) for kind, _, _ in PARALLEL if (n := counts[kind]) > 1]
+    ways = [(f"@{n}{kind}", option, n) for kind, (option, _) in PARALLEL.items() if (n := getattr(args, option)) > 1]
     keys = ["stock", "stock_batch", "batch", "train"] + [
         f"{base}{at}" for at, _, _ in ways for base in ("batch", "train")
     ]
     speeds: dict[str, list[float]] = {key: [] for key in keys}
-    flags = {kind: flag for kind, flag, _ in PARALLEL}
     with tempfile.TemporaryDirectory(prefix="diffdac-bench-") as tmp:
         for i in range(args.repeats):
             speeds["stock"].append(stock_env_steps_per_s(peer, args.total_steps, i))
             speeds["stock_batch"].append(task_batch_steps_per_s(peer, learners, sims, args.total_steps, i))
-            for at, kind, n in [("", "t", 1), *ways]:
-                parallel = {"threads": n} if kind == "t" else {"processes": n}
+            for at, option, n in [("", "sim_threads", 1), *ways]:
+                parallel = {option.removeprefix("sim_"): n}  # threads= or processes=
                 speeds[f"batch{at}"].append(
                     task_batch_steps_per_s(env_id, learners, sims, args.total_steps, i, **parallel)
                 )
                 options = train_args(argparse.Namespace(**{**vars(args), "env": env_id}), Path(tmp) / f"train{at}-{i}")
-                speeds[f"train{at}"].append(launch_training(1, [*options, flags[kind], str(n)])[0])
+                flag = "--" + option.replace("_", "-")
+                speeds[f"train{at}"].append(launch_training(1, [*options, flag, str(n)])[0])
     names = {
         "stock": f"{peer} alone",
         "stock_batch": f"{peer} task batch",
         "batch": f"{env_id} task batch",
         "train": f"diffdac train on {env_id}",
     }
-    labels = {kind: label for kind, _, label in PARALLEL}
     median = {key: statistics.median(values) for key, values in speeds.items()}
     rows = []
     for key in keys:
@@ -276,7 +274,7 @@ def mujoco(args: argparse.Namespace) -> list[Row]:
         rows.append(
             {
                 "scenario": "mujoco",
-                "setup": names[base] + (f", {at[:-1]} {labels[at[-1]]}" if at else ""),
+                "setup": names[base] + (f", {at[:-1]} {PARALLEL[at[-1]][1]}" if at else ""),
                 "learners_x_sims": "1" if key == "stock" else f"{learners}x{sims}",
                 "steps_per_s": round(median[key], 1),
                 "ratio_to_stock": round(median[key] / median["stock"], 3),

@@ -88,17 +88,20 @@ class SimWorker:
     def _post(self, message: tuple) -> None:
         try:
             self._send.send(message)
-        except OSError:  # the worker is gone: say so as _receive would
-            raise WorkerError(f"a simulator worker process died (exit code {self._process.poll()})") from None
+        except OSError:  # the worker is gone
+            raise self._died() from None
 
     def _receive(self):
         try:
             status, payload = self._recv.recv()
         except (EOFError, OSError):
-            raise WorkerError(f"a simulator worker process died (exit code {self._process.poll()})") from None
+            raise self._died() from None
         if status == "error":
             raise WorkerError(f"a simulator worker failed: {payload}")
         return payload
+
+    def _died(self) -> WorkerError:
+        return WorkerError(f"a simulator worker process died (exit code {self._process.poll()})")
 
 
 def _serve(commands: Connection, conn: Connection) -> None:
