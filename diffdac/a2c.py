@@ -37,7 +37,7 @@ def compute_returns(
     """
     lam = 1.0 if gae_lambda is None else gae_lambda
     tensors = (rewards, values, dones, next_value)
-    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and a2c_kernels.returns_available():
+    if a2c_kernels.serves(a2c_kernels.returns_available, *tensors):
         return a2c_kernels.returns(*tensors, gamma, lam)
     return returns_by_ops(*tensors, gamma, lam)
 

@@ -13,6 +13,7 @@ torch ops, bit for bit.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -224,6 +225,15 @@ def plain_rmsprop(optimizer: torch.optim.Optimizer) -> bool:
     group = optimizer.param_groups[0]
     plain = not (group["momentum"] or group["centered"] or group["weight_decay"] or group["maximize"])
     return plain and len(group["params"]) == 1 and not isinstance(group["lr"], torch.Tensor)
+
+
+def serves(probe: Callable[[], bool], *tensors: torch.Tensor) -> bool:
+    """Whether a kernel may stand in for its torch ops on these tensors: CPU float32 all, and its probe passes.
+
+    Every kernel is chosen this way (RMSprop asks `on_cpu` as well, as it writes in place), so a
+    kernel that numba cannot compile, or that differs from torch on this machine, never serves.
+    """
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and probe()
 
 
 def on_cpu(*tensors: torch.Tensor) -> bool:

@@ -219,6 +219,6 @@ class Population:
             std = self._views["actor.log_std"].exp()
             return out + std * torch.from_numpy(stream.normal(step)).to(out)
         probs, u = torch.softmax(out, dim=-1), stream.uniform(step)  # u: [K, E, 1]
-        if probs.device.type == "cpu" and a2c_kernels.categorical_available():
+        if a2c_kernels.serves(a2c_kernels.categorical_available, probs):
             return a2c_kernels.categorical(probs, u)
         return a2c_kernels.categorical_by_ops(probs, u)

@@ -77,3 +77,12 @@ def test_loss_is_reduced_per_learner():
     assert loss.total.shape == (3,)
     loss.total[1].backward()
     assert logp.grad[0].abs().sum() == 0 and logp.grad[2].abs().sum() == 0
+
+
+def test_a_kernel_serves_only_cpu_float32_tensors_and_only_where_its_probe_passes():
+    from diffdac import a2c_kernels
+
+    x = torch.zeros(2, 3)
+    assert a2c_kernels.serves(lambda: True, x, x.t())  # any strides: the kernels that ask this only read
+    assert not a2c_kernels.serves(lambda: True, x, x.double())
+    assert not a2c_kernels.serves(lambda: False, x)
