@@ -62,6 +62,18 @@ class Rollout:
         )
 
 
+@dataclass
+class RolloutBatch:
+    """A rollout as one update trains on: obs `[K, T * E, D]` and actions `[K, T * E, ...]` learner-major,
+    rewards `[T, K, E]` with truncated steps bootstrapped, dones `[T, K, E]`, next_value `[K, E]` after the last step."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    next_value: torch.Tensor
+
+
 class Learners:
     """A block of learners with their tasks, optimiser and normalisers: everything one rank runs."""
 
@@ -163,30 +175,12 @@ class Learners:
 
     def adapt(self) -> A2CLoss:
         """One A2C step per learner on its own rollout, gradients clipped per learner."""
-        ro, cfg, pop = self.rollout, self.config, self.pop
-        k, steps, sims, dim = ro.obs.shape
-        obs = ro.obs.view(k, steps * sims, dim)
-        actions = ro.actions.transpose(0, 1).reshape(k, steps * sims, *ro.actions.shape[3:])
-        with torch.no_grad():
-            next_value = pop.value(self._policy_input(self.obs))
-            rewards = ro.rewards
-            if ro.truncated.any():
-                final_values = pop.value(ro.final_obs.view(k, steps * sims, dim)).view(k, steps, sims).transpose(0, 1)
-                rewards = bootstrap_truncations(rewards, ro.truncated, final_values, cfg.gamma)
+        cfg, pop = self.config, self.pop
+        batch = self.rollout_batch()
         params = pop.trainable()
-        values = pop.value(obs, params)
-        logp, entropy = pop.evaluate(obs, actions, params)
-        advantages, returns = compute_returns(
-            rewards,
-            values.detach().view(k, steps, sims).transpose(0, 1),
-            ro.dones,
-            next_value,
-            cfg.gamma,
-            cfg.gae_lambda,
-        )
-        loss = a2c_loss(
-            logp, entropy, values, _learner_major(returns), _learner_major(advantages), cfg.value_coef, cfg.entropy_coef
-        )
+        values = pop.value(batch.obs, params)
+        logp, entropy = pop.evaluate(batch.obs, batch.actions, params)
+        loss = self.loss(batch, values, logp, entropy)
         self._check_finite(loss.total, "loss")
         pop.backward(loss.total.sum(), params)
         self._check_finite(pop.flat.grad, "gradient")
@@ -196,6 +190,34 @@ class Learners:
         self._stop_if(a2c_kernels.clip_and_step(self.optimizer, pop.flat, cfg.max_grad_norm), "parameters")
         self.updates += 1
         return loss
+
+    def rollout_batch(self) -> RolloutBatch:
+        """The rollout as the network takes it, `[K, T * E, ...]`, with the rewards and values the returns need."""
+        ro, pop = self.rollout, self.pop
+        k, steps, sims, dim = ro.obs.shape
+        with torch.no_grad():
+            next_value = pop.value(self._policy_input(self.obs))
+            rewards = ro.rewards
+            if ro.truncated.any():
+                final_values = pop.value(ro.final_obs.view(k, steps * sims, dim)).view(k, steps, sims).transpose(0, 1)
+                rewards = bootstrap_truncations(rewards, ro.truncated, final_values, self.config.gamma)
+        actions = ro.actions.transpose(0, 1).reshape(k, steps * sims, *ro.actions.shape[3:])
+        return RolloutBatch(ro.obs.view(k, steps * sims, dim), actions, rewards, ro.dones, next_value)
+
+    def loss(self, batch: RolloutBatch, values: torch.Tensor, logp: torch.Tensor, entropy: torch.Tensor) -> A2CLoss:
+        """The A2C loss of `batch` from the network's values, log-probabilities and entropies `[K, T * E]`."""
+        cfg, (steps, k, sims) = self.config, batch.rewards.shape
+        advantages, returns = compute_returns(
+            batch.rewards,
+            values.detach().view(k, steps, sims).transpose(0, 1),
+            batch.dones,
+            batch.next_value,
+            cfg.gamma,
+            cfg.gae_lambda,
+        )
+        return a2c_loss(
+            logp, entropy, values, _learner_major(returns), _learner_major(advantages), cfg.value_coef, cfg.entropy_coef
+        )
 
     def _check_finite(self, values: torch.Tensor, what: str) -> None:
         """Stop on a NaN or inf in any learner's row."""

@@ -31,9 +31,8 @@ import numpy as np
 import torch
 
 from diffdac import TrainConfig
-from diffdac.a2c import a2c_loss, compute_returns
 from diffdac.comm import LocalCommunicator
-from diffdac.learners import Learners, _learner_major
+from diffdac.learners import Learners
 from diffdac.population import Population
 from diffdac.prepare import make_tasks, prepare
 
@@ -52,35 +51,16 @@ class Update:
     """The forward and backward of one A2C update of `block`'s rollout, two ways."""
 
     def __init__(self, block: Learners) -> None:
-        self.block, self.pop, ro = block, block.pop, block.rollout
-        self.k, self.steps, self.sims, dim = ro.obs.shape
-        self.obs = ro.obs.view(self.k, self.steps * self.sims, dim)
-        self.actions = ro.actions.transpose(0, 1).reshape(self.k, self.steps * self.sims)
-        with torch.no_grad():
-            self.next_value = self.pop.value(block._policy_input(block.obs))
+        self.block, self.pop = block, block.pop
+        self.batch = block.rollout_batch()
         self.specs = {spec.name: spec for spec in self.pop.specs}
-
-    def _loss(self, values: torch.Tensor, logp: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
-        ro, cfg, k = self.block.rollout, self.block.config, self.k
-        advantages, returns = compute_returns(
-            ro.rewards,
-            values.detach().view(k, self.steps, self.sims).transpose(0, 1),
-            ro.dones,
-            self.next_value,
-            cfg.gamma,
-            cfg.gae_lambda,
-        )
-        loss = a2c_loss(
-            logp, entropy, values, _learner_major(returns), _learner_major(advantages), cfg.value_coef, cfg.entropy_coef
-        )
-        return loss.total.sum()
 
     def by_autograd(self) -> torch.Tensor:
         """The gradient as `Learners.adapt` computes it."""
         params = self.pop.trainable()
-        values = self.pop.value(self.obs, params)
-        logp, entropy = self.pop.evaluate(self.obs, self.actions, params)
-        self.pop.backward(self._loss(values, logp, entropy), params)
+        values = self.pop.value(self.batch.obs, params)
+        logp, entropy = self.pop.evaluate(self.batch.obs, self.batch.actions, params)
+        self.pop.backward(self.block.loss(self.batch, values, logp, entropy).total.sum(), params)
         return self.pop.flat.grad
 
     def by_hand(self) -> torch.Tensor:
@@ -89,9 +69,10 @@ class Update:
             actor, critic = self._forward("actor"), self._forward("critic")
         logits, out = actor[-1].requires_grad_(), critic[-1].requires_grad_()
         logp_all = torch.log_softmax(logits, dim=-1)
-        logp = logp_all.gather(-1, self.actions.long().unsqueeze(-1)).squeeze(-1)
+        logp = logp_all.gather(-1, self.batch.actions.long().unsqueeze(-1)).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
-        grad_logits, grad_out = torch.autograd.grad(self._loss(out.squeeze(-1), logp, entropy), [logits, out])
+        loss = self.block.loss(self.batch, out.squeeze(-1), logp, entropy).total.sum()
+        grad_logits, grad_out = torch.autograd.grad(loss, [logits, out])
         if self.pop.flat.grad is None:
             self.pop.flat.grad = torch.empty_like(self.pop.flat)
         self._backward("actor", actor, grad_logits)
@@ -99,7 +80,7 @@ class Update:
         return self.pop.flat.grad
 
     def _forward(self, net: str) -> list[torch.Tensor]:
-        views, x = self.pop._views, self.obs
+        views, x = self.pop._views, self.batch.obs
         layers = [x]
         for i in range(3):
             x = torch.baddbmm(views[f"{net}.{i}.bias"], x, views[f"{net}.{i}.weight"])
@@ -109,7 +90,7 @@ class Update:
 
     def _grad_view(self, name: str) -> torch.Tensor:
         spec = self.specs[name]
-        return self.pop.flat.grad[:, spec.offset : spec.offset + spec.numel].view(self.k, *spec.shape)
+        return self.pop.flat.grad[:, spec.offset : spec.offset + spec.numel].view(-1, *spec.shape)
 
     def _backward(self, net: str, layers: list[torch.Tensor], grad: torch.Tensor) -> None:
         """BaddbmmBackward0 and TanhBackward0 of derivatives.yaml, layer by layer, into flat.grad."""
