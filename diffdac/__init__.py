@@ -1,25 +1,32 @@
 """diffdac: decentralised multitask reinforcement learning by diffusion (Diff-DAC).
 
-`import diffdac` is light (no torch): the command line can then answer Ctrl-C during its start-up
-with one line, and `diffdac.train` and `diffdac.load_policy` import what they need on first use.
+The parts, from the bottom up: `learners/` (the population and its A2C arithmetic), `network/`
+(how learners share: methods, mixing, transport), `run/` (options to run directory: preparation,
+the loop, checkpoints, logs) and `tools/` (results, plot, eval, export, video, bench), with `cli`
+on top. `import diffdac` is light (no torch): the command line can then answer Ctrl-C during its
+start-up with one line, and the public names below import what they need on first use.
 """
 
 from typing import Any
 
-__version__ = "0.1.0"
+__all__ = ["TrainConfig", "checkpoint", "load_policy", "results", "train", "__version__"]
 
-from diffdac.config import TrainConfig  # noqa: E402  (no torch: the options alone)
-
-__all__ = ["TrainConfig", "load_policy", "train", "__version__"]
+_LAZY = {
+    "TrainConfig": ("diffdac.config", "TrainConfig"),
+    "train": ("diffdac.run.training", "train"),
+    "load_policy": ("diffdac.tools.policy", "load_policy"),
+    "checkpoint": ("diffdac.run.checkpoint", None),
+    "results": ("diffdac.tools.results", None),
+    "__version__": ("diffdac.run.provenance", "VERSION"),
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "train":
-        from diffdac.training import train
+    """The public API, imported on first use so that the package itself imports nothing."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'diffdac' has no attribute {name!r}")
+    import importlib
 
-        return train
-    if name == "load_policy":
-        from diffdac.policy import load_policy
-
-        return load_policy
-    raise AttributeError(f"module 'diffdac' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    loaded = importlib.import_module(module)
+    return loaded if attr is None else getattr(loaded, attr)

@@ -39,7 +39,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     Defaults are left out of the namespace (SUPPRESS), so that the options a user actually gave
     are known: --resume takes every other option from the run's config.json.
     """
-    from diffdac.methods import METHODS
+    from diffdac.network.methods import METHODS
 
     for f in dataclasses.fields(TrainConfig):
         flag, doc, kind = f"--{f.name.replace('_', '-')}", f.metadata["doc"], _field_type(f)
@@ -69,7 +69,7 @@ def _comma_list(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand's options; the subcommands' modules (torch, pandas) are imported here, inside main's Ctrl-C guard."""
-    from diffdac import bench, bench_compile, evaluate, plot, policy  # noqa: F401 (bench_compile registers its scenario)
+    from diffdac.tools import bench, evaluate, plot, policy  # noqa: F401 (each adds its subcommand's options)
 
     parser = OneLineParser(prog="diffdac", description="Decentralised multitask RL by diffusion (Diff-DAC).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -135,9 +135,9 @@ def _matrix_size(adjacency: str) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from diffdac.distributed import connect
-    from diffdac.prepare import prepare
-    from diffdac.training import run
+    from diffdac.network.distributed import connect
+    from diffdac.run.prepare import prepare
+    from diffdac.run.training import run
 
     prepared = prepare(config_from_args(args))  # bad input ends every rank before any of them waits on a rendezvous
     with connect(prepared.config, prepared.method.communication()) as comm:
@@ -158,25 +158,25 @@ def run_topology(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from diffdac import bench
+    from diffdac.tools import bench
 
     return bench.run(args)
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    from diffdac import plot
+    from diffdac.tools import plot
 
     return plot.main(args)
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from diffdac import evaluate
+    from diffdac.tools import evaluate
 
     return evaluate.main(args)
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from diffdac import policy
+    from diffdac.tools import policy
 
     return policy.main(args)
 
@@ -193,7 +193,7 @@ COMMANDS = {
 
 def _is_lead() -> bool:
     """Rank 0 of a torchrun world, or a plain process: the one that reports input errors, once."""
-    from diffdac.distributed import env_rank
+    from diffdac.network.distributed import env_rank
 
     return env_rank() == 0
 

@@ -36,7 +36,7 @@ class TrainConfig:
 
     method: str = opt(
         "diff-a2c",
-        "how learners share what they learn, one of diffdac.methods.METHODS (diffdac train --help lists them)",
+        "how learners share what they learn, one of diffdac.network.methods.METHODS (diffdac train --help lists them)",
     )
     env: str = opt(
         "diffdac/RandomExtremeAcrobot-v1", "gymnasium id of the task family; each learner gets its own variant"
@@ -221,7 +221,7 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(f.name)} must be {_type_name(hint)}, got {value!r}")
 
     def _validate_method(self) -> None:
-        from diffdac.methods import method_class  # the registry imports torch; the options alone need not
+        from diffdac.network.methods import method_class  # the registry imports torch; the options alone need not
 
         method = method_class(self.method)
         if not isinstance(self.link_drop, (int, float)) or not 0 <= self.link_drop <= 1:

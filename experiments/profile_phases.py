@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from diffdac import TrainConfig, train
-from diffdac.learners import Learners
-from diffdac.population import Population
+from diffdac.learners.block import Learners
+from diffdac.learners.population import Population
 from envs.acrobot import BatchedAcrobot
 from envs.gym_batch import GymTaskBatch
 

@@ -17,7 +17,7 @@ A sweep file (TOML) names the runs' options and the grid:
 Every run is one `diffdac train` in its own directory. A complete run of the same options is kept;
 an incomplete one is resumed from its last checkpoint, so a sweep cut short loses at most the
 runs in flight since their last checkpoint, and calling it again carries on. A run's score is
-task-weighted (diffdac.results): the mean over learners of each learner's mean return over the
+task-weighted (diffdac.tools.results): the mean over learners of each learner's mean return over the
 episodes that ended in the last `final_window` env steps. A method's best learning rate is the
 one with the highest mean score over seeds.
 """
@@ -40,7 +40,10 @@ from typing import Any
 
 import pandas as pd
 
-from diffdac import __version__, checkpoint, cli, results
+from diffdac import cli
+from diffdac.run.provenance import VERSION
+from diffdac.run import checkpoint
+from diffdac.tools import results
 from diffdac.config import RESUME_FREE, RUN_METADATA
 from diffdac.errors import ConfigError
 
@@ -177,7 +180,7 @@ def jobs(
 
 def expected_config(job: Job) -> dict[str, Any]:
     """The config.json values the job's options resolve to, as diffdac train itself resolves them."""
-    from diffdac.prepare import resolve_defaults
+    from diffdac.run.prepare import resolve_defaults
 
     config = resolve_defaults(cli.config_from_args(cli.build_parser().parse_args(["train", *job.flags])).validate())
     return _comparable(config.to_dict())
@@ -501,7 +504,7 @@ def write_results(sweep: Sweep, out_dir: Path, argv: list[str]) -> None:
             [
                 f"# {sweep.name}",
                 "",
-                f"Made by `{cmd}`{also}, diffdac {__version__}, on a {os.cpu_count()}-core "
+                f"Made by `{cmd}`{also}, diffdac {VERSION}, on a {os.cpu_count()}-core "
                 f"{platform.machine()} machine; sweep file `{sweep.path}`.",
                 "",
                 *sections,

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from diffdac.a2c import a2c_loss, bootstrap_truncations, compute_returns
+from diffdac.learners.a2c import a2c_loss, bootstrap_truncations, compute_returns
 
 
 def _col(values):
@@ -80,9 +80,9 @@ def test_loss_is_reduced_per_learner():
 
 
 def test_a_kernel_serves_only_cpu_float32_tensors_and_only_where_its_probe_passes():
-    from diffdac import a2c_kernels
+    from diffdac.learners import kernels
 
     x = torch.zeros(2, 3)
-    assert a2c_kernels.serves(lambda: True, x, x.t())  # any strides: the kernels that ask this only read
-    assert not a2c_kernels.serves(lambda: True, x, x.double())
-    assert not a2c_kernels.serves(lambda: False, x)
+    assert kernels.serves(lambda: True, x, x.t())  # any strides: the kernels that ask this only read
+    assert not kernels.serves(lambda: True, x, x.double())
+    assert not kernels.serves(lambda: False, x)

@@ -7,9 +7,8 @@ import json
 import gymnasium
 import numpy as np
 import pytest
-import torch
 
-from diffdac import bench
+from diffdac.tools import bench
 from diffdac.cli import build_parser, main
 
 
@@ -185,26 +184,6 @@ def test_without_stable_baselines3_the_peer_row_says_how_to_get_it(capsys, monke
     assert main(["bench", "--scenario", "speed", "--setups", "2x1", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "not installed (pip install diffdac[bench])" in out and "5000.0" in out
-
-
-def test_the_compile_scenario_compares_eager_and_compiled_forwards(capsys, monkeypatch):
-    """torch.compile itself takes tens of seconds; here an identity stands in, so the rows are checked, and
-    `diffdac bench --scenario compile` measures the real thing (docs/performance.md)."""
-    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
-    assert main(["bench", "--scenario", "compile", "--setups", "3x2,4x1@2", "--repeats", "1", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)["rows"]
-    assert [r["setup"] for r in rows] == ["3x2", "4x1@2"]
-    assert all(r["identical"] and r["max_abs_diff"] == 0.0 and r["eager_us"] > 0 and r["compiled_us"] > 0 for r in rows)
-
-
-def test_a_failing_compile_is_reported_and_the_eager_time_kept(capsys, monkeypatch):
-    def broken(fn, **kwargs):
-        raise RuntimeError("no C++ compiler found\nmore detail")
-
-    monkeypatch.setattr(torch, "compile", broken)
-    assert main(["bench", "--scenario", "compile", "--setups", "2x1", "--repeats", "1", "--json"]) == 0
-    row = json.loads(capsys.readouterr().out)["rows"][0]
-    assert row["compiled_us"] == "torch.compile failed: no C++ compiler found" and row["eager_us"] > 0
 
 
 def test_the_combine_scenario_times_one_combine_per_ring_size(capsys):

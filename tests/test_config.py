@@ -105,7 +105,7 @@ def test_runs_from_before_mass_scaling_existed_keep_the_scaling_they_had(tmp_pat
 
 
 def test_mass_scaling_reaches_the_mujoco_models(tmp_path):
-    from diffdac.prepare import make_tasks
+    from diffdac.run.prepare import make_tasks
 
     stock, original = (
         make_tasks(TrainConfig(env="diffdac/RandomMassHopper-v5", num_learners=1, mass_scaling=m), [0], 1)

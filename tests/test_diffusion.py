@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import topologies
-from diffdac.diffusion import Combiner, disagreement
+from diffdac.network.mixing import Combiner, disagreement
 
 
 def _combiner(graph: nx.Graph, rule: str, local=None) -> Combiner:
@@ -68,11 +68,11 @@ def test_the_training_combine_step_equals_the_dense_combination(topology):
     """The combine step of a training run (sparse, in place, normaliser statistics included)
     against the dense C of combination.csv applied by hand."""
 
-    from diffdac.comm import LocalCommunicator
+    from diffdac.network.comm import LocalCommunicator
     from diffdac.config import TrainConfig
-    from diffdac.learners import Learners
-    from diffdac.methods import method_for
-    from diffdac.prepare import make_tasks, resolve_defaults
+    from diffdac.learners.block import Learners
+    from diffdac.network.methods import method_for
+    from diffdac.run.prepare import make_tasks, resolve_defaults
 
     config = resolve_defaults(
         TrainConfig(

@@ -24,12 +24,12 @@ import torch
 
 import diffdac
 import topologies
-from diffdac import checkpoint
+from diffdac.run import checkpoint
 from diffdac.cli import build_parser, config_from_args
-from diffdac.comm import learner_block
-from diffdac.diffusion import Combiner
-from diffdac.distributed import plan_reads
-from diffdac.training import train
+from diffdac.network.comm import learner_block
+from diffdac.network.mixing import Combiner
+from diffdac.network.distributed import plan_reads
+from diffdac.run.training import train
 
 # 5 learners: P = 2 gives blocks of 3 and 2, P = 4 blocks of 2, 1, 1, 1. Normalisers make
 # the float64 statistics travel too.

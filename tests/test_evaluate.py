@@ -9,7 +9,7 @@ import pytest
 
 from diffdac import TrainConfig, train
 from diffdac.cli import main
-from diffdac.population import Population
+from diffdac.learners.population import Population
 
 
 def _exit_status(argv: list[str]) -> int:

@@ -10,14 +10,15 @@ import pandas as pd
 import pytest
 import torch
 
-from diffdac import TrainConfig, checkpoint, train
-from diffdac.a2c import a2c_loss, compute_returns
-from diffdac.comm import LocalCommunicator
+from diffdac import TrainConfig, train
+from diffdac.run import checkpoint
+from diffdac.learners.a2c import a2c_loss, compute_returns
+from diffdac.network.comm import LocalCommunicator
 from diffdac.errors import ConfigError
-from diffdac.learners import Learners, clip_per_learner
-from diffdac.methods import method_for
-from diffdac.population import Population
-from diffdac.prepare import make_tasks, prepare
+from diffdac.learners.block import Learners, clip_per_learner
+from diffdac.network.methods import method_for
+from diffdac.learners.population import Population
+from diffdac.run.prepare import make_tasks, prepare
 from topologies import exponential_reads
 
 SMALL = dict(num_learners=4, envs_per_learner=2, hidden=16, total_steps=4000, log_interval=1000, progress=False)

@@ -13,7 +13,7 @@ import pytest
 
 import envs
 import torch
-from diffdac import checkpoint
+from diffdac.run import checkpoint
 from diffdac.cli import main
 from envs.mujoco import ROBOTS, build_model, lowest_point
 from envs.mujoco_tasks import (

@@ -158,7 +158,8 @@ def test_a_directory_that_is_not_a_run_is_exit_2(tmp_path, capsys):
 
 
 def _figure(run_dirs: list[str], *options: str):
-    from diffdac import plot, results
+    from diffdac.tools import plot
+    from diffdac.tools import results
     from diffdac.cli import build_parser
 
     args = build_parser().parse_args(["plot", *run_dirs, "--out", "unused.png", "--bin-steps", str(W), *options])
@@ -226,7 +227,8 @@ def test_the_graph_of_a_run_colours_learners_by_score_and_sizes_them_by_task(tmp
         )
         == 0
     )
-    from diffdac import graph_figure, results
+    from diffdac.run import graph_figure
+    from diffdac.tools import results
     import matplotlib
 
     matplotlib.use("Agg")

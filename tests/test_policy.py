@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import diffdac
-from diffdac import TrainConfig, evaluate, train
+from diffdac import TrainConfig, train
+from diffdac.tools import evaluate
 from diffdac.cli import main
 
 

@@ -2,8 +2,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from diffdac.population import Population
-from diffdac.learners import clip_per_learner
+from diffdac.learners.population import Population
+from diffdac.learners.block import clip_per_learner
 
 OBS = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
 DISCRETE = gym.spaces.Discrete(3)
@@ -90,7 +90,7 @@ def test_a_learner_computes_the_same_bits_alone_as_in_a_block():
 
 
 def test_the_gaussian_terms_are_torch_normals_bit_for_bit_forward_and_backward():
-    from diffdac.population import _gaussian
+    from diffdac.learners.population import _gaussian
 
     gen = torch.Generator().manual_seed(0)
     mean0, log_std0 = torch.randn(4, 20, 3, generator=gen), torch.randn(4, 1, 3, generator=gen) * 0.3

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import experiment_scripts
-from diffdac.learners import Learners
+from diffdac.learners.block import Learners
 
 
 def test_a_tiny_run_gets_every_phase_and_leaves_the_methods_as_they_were():

@@ -6,7 +6,8 @@ import json
 
 import torch
 
-from diffdac import TrainConfig, provenance, train
+from diffdac import TrainConfig, train
+from diffdac.run import provenance
 from diffdac.cli import main
 
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from diffdac import TrainConfig
-from diffdac.methods import METHODS
+from diffdac.network.methods import METHODS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

@@ -1,4 +1,4 @@
-"""diffdac.results on small synthetic run directories whose numbers are worked out by hand.
+"""diffdac.tools.results on small synthetic run directories whose numbers are worked out by hand.
 
 Every run below has 2 learners x 1 simulator, so an episode ending at a simulator's cumulative
 length L lies at 2 * L total env steps; bins are 100 env steps wide.
@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from diffdac import results
+from diffdac.tools import results
 
 W = 100
 # (learner, sim) -> [(return, length), ...]

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from diffdac import TrainConfig, checkpoint, train
+from diffdac import TrainConfig, train
+from diffdac.run import checkpoint
 from diffdac.cli import main
 
 OPTIONS = dict(num_learners=4, envs_per_learner=2, hidden=16, log_interval=2000, save_every=4000, progress=False)

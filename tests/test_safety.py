@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from diffdac import TrainConfig, checkpoint, train
+from diffdac import TrainConfig, train
+from diffdac.run import checkpoint
 from diffdac.cli import main
 
 TINY_RUN = ["--num-learners", "2", "--envs-per-learner", "1", "--total-steps", "200", "--hidden", "8", "--no-progress"]
@@ -285,7 +286,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_go
 # depend on how fast the machine is: the child signals itself from inside `prepare`.
 CTRL_C_IN_START_UP = """
 import os, signal, sys
-import diffdac.prepare as preparing
+import diffdac.run.prepare as preparing
 from diffdac.cli import main
 signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell's background job starts with SIGINT ignored
 checked = preparing.prepare

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 import topologies
-from diffdac.comm import LocalCommunicator
+from diffdac.network.comm import LocalCommunicator
 from diffdac.config import TrainConfig
-from diffdac.diffusion import disagreement
-from diffdac.methods import method_for
-from diffdac.learners import clip_per_learner
+from diffdac.network.mixing import disagreement
+from diffdac.network.methods import method_for
+from diffdac.learners.block import clip_per_learner
 
 K, P, M = 6, 3, 5
 GRAPH = nx.path_graph(K)  # irregular: the ends have one neighbour, the rest two

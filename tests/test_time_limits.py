@@ -9,11 +9,11 @@ import torch
 
 import topologies
 from diffdac import TrainConfig
-from diffdac.a2c import bootstrap_truncations, compute_returns
-from diffdac.comm import LocalCommunicator
-from diffdac.learners import EpisodeStats, Learners, bootstrapped
-from diffdac.methods import method_for
-from diffdac.prepare import resolve_defaults
+from diffdac.learners.a2c import bootstrap_truncations, compute_returns
+from diffdac.network.comm import LocalCommunicator
+from diffdac.learners.block import EpisodeStats, Learners, bootstrapped
+from diffdac.network.methods import method_for
+from diffdac.run.prepare import resolve_defaults
 from envs.batch import StepResult
 
 GAMMA = 0.5

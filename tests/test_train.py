@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from diffdac import TrainConfig, checkpoint, train
+from diffdac import TrainConfig, train
+from diffdac.run import checkpoint
 
 
 def _config(tmp_path, name="run", **overrides) -> TrainConfig:
@@ -92,7 +93,7 @@ def test_learning_rate_zero_and_separate_init_converge_to_the_exact_mean(tmp_pat
         envs_per_learner=1,
         steps_per_update=1,
     )
-    from diffdac.population import Population
+    from diffdac.learners.population import Population
     import envs
 
     tasks = envs.make_task_batch(config.env, config.seed, np.arange(4), 1)

@@ -10,16 +10,17 @@ from pathlib import Path
 import torch
 
 import topologies
-from diffdac import checkpoint, memory
-from diffdac.a2c import A2CLoss
-from diffdac.comm import Communicator, LocalCommunicator, check_world_size, learner_block
+from diffdac.run import checkpoint
+from diffdac.run import memory
+from diffdac.learners.a2c import A2CLoss
+from diffdac.network.comm import Communicator, LocalCommunicator, check_world_size, learner_block
 from diffdac.config import TrainConfig, read_run_config
-from diffdac.distributed import PeerLost
+from diffdac.network.distributed import PeerLost
 from diffdac.errors import CheckpointError, ResumeError, TrainingError
-from diffdac.learners import EpisodeStats, Learners, task_weighted_score
-from diffdac.loggers import Logger, MonitorLogger, ProgressLogger, RunInfo, TensorBoardLogger, TerminalLogger
-from diffdac.logs import MonitorSet, ProgressFile, check_rows, monitor_path, write_json, write_run_files
-from diffdac.prepare import Prepared, make_tasks, prepare
+from diffdac.learners.block import EpisodeStats, Learners, task_weighted_score
+from diffdac.run.loggers import Logger, MonitorLogger, ProgressLogger, RunInfo, TensorBoardLogger, TerminalLogger
+from diffdac.run.rundir import MonitorSet, ProgressFile, check_rows, monitor_path, write_json, write_run_files
+from diffdac.run.prepare import Prepared, make_tasks, prepare
 
 
 def train(config: TrainConfig, comm: Communicator | None = None) -> Path:
@@ -63,7 +64,7 @@ def run(prepared: Prepared, comm: Communicator) -> Path:
     all_tasks = [task for block in comm.gather_objects(list(tasks.tasks)) for task in block]
     comm.barrier()  # every rank has checked the directory before rank 0 writes into it
     if lead and saved is None:
-        write_run_files(run_dir, prepared, all_tasks, comm.world_size)
+        write_run_files(run_dir, prepared.config, prepared.graph, prepared.method, all_tasks, comm.world_size)
     comm.barrier()
     run_loop(learners, run_dir, state, default_loggers(learners, run_dir, state))
     return run_dir

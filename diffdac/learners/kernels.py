@@ -6,7 +6,7 @@ RMSprop are two passes around torch's own square root (MKL's, which these loops 
 reproduce), instead of eight ops. A probe at first use settles which rounding torch's `addcmul`
 has on this machine: one fused multiply-add in its AVX2 and AVX-512 kernels, a product then a sum
 in its default one. Where no variant gives torch's bits, where numba (the `[fast]` extra) is
-absent, or off the CPU, the torch ops serve. `tests/test_a2c_kernels.py` holds each kernel to the
+absent, or off the CPU, the torch ops serve. `tests/test_kernels.py` holds each kernel to the
 torch ops, bit for bit.
 """
 
@@ -72,7 +72,7 @@ def rmsprop_torch(optimizer: torch.optim.RMSprop, flat: torch.Tensor, scale: tor
 
 
 def _returns(rewards, values, dones, next_value, gamma, gamma_lam, advantages, targets):
-    """a2c.returns_by_ops for every simulator: the same float32 operations in the same order."""
+    """returns_by_ops for every simulator: the same float32 operations in the same order."""
     steps, learners, sims = rewards.shape
     one = np.float32(1.0)
     for k in range(learners):
@@ -159,7 +159,7 @@ def returns(
     gamma: float,
     lam: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """a2c.returns_by_ops in one call (CPU float32 tensors)."""
+    """returns_by_ops in one call (CPU float32 tensors)."""
     advantages, targets = torch.empty_like(rewards), torch.empty_like(rewards)
     _returns(
         rewards.numpy(),
@@ -248,6 +248,27 @@ def warm_up() -> None:
     returns_available(), categorical_available(), rmsprop_variant(), noise.compiled()
 
 
+def returns_by_ops(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    next_value: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """compute_returns one torch op at a time: any device and dtype."""
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(next_value)
+    following = next_value
+    for t in reversed(range(rewards.shape[0])):
+        alive = 1.0 - dones[t]
+        delta = rewards[t] + gamma * following * alive - values[t]
+        last = delta + gamma * lam * alive * last
+        advantages[t] = last
+        following = values[t]
+    return advantages, advantages + values
+
+
 @functools.cache
 def returns_available() -> bool:
     """numba imports and its returns equal torch's on a probe."""
@@ -258,8 +279,6 @@ def returns_available() -> bool:
     rewards, values = torch.randn(t, k, e, generator=gen), torch.randn(t, k, e, generator=gen)
     dones = (torch.rand(t, k, e, generator=gen) < 0.3).float()
     next_value = torch.randn(k, e, generator=gen)
-    from diffdac.a2c import returns_by_ops  # a2c dispatches to this module
-
     want = returns_by_ops(rewards, values, dones, next_value, 0.99, 0.95)
     got = returns(rewards, values, dones, next_value, 0.99, 0.95)
     return all(torch.equal(a, b) for a, b in zip(want, got))

@@ -2,7 +2,7 @@
 
     diffdac plot runs/ring-s0 runs/ring-s1 runs/full-s0 runs/full-s1 --out curves.png --table
 
-diffdac.results does the table work (episodes on one time line of total env steps, bins, seed
+diffdac.tools.results does the table work (episodes on one time line of total env steps, bins, seed
 groups, the summary); this module draws it with matplotlib (Agg: no display needed) and wires
 the command line. Panels: returns; with --disagreement, progress.csv's disagreement; with
 --per-learner, one panel per curve with every learner's own return.
@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from diffdac import results
+from diffdac.tools import results
 from diffdac.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -209,7 +209,7 @@ def draw_graphs(args: argparse.Namespace) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from diffdac import graph_figure
+    from diffdac.run import graph_figure
 
     runs = results.load_runs(args.graph)
     fig, axes = plt.subplots(1, len(runs), figsize=(5.0 * len(runs), 4.8), squeeze=False)

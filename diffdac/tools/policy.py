@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffdac import checkpoint
+from diffdac.run import checkpoint
 from diffdac.config import TrainConfig
 from diffdac.errors import ConfigError
-from diffdac.normalize import CLIP, EPS
-from diffdac.population import Population
+from diffdac.learners.normalize import CLIP, EPS
+from diffdac.learners.population import Population
 
 AVERAGE = "average"
 
@@ -68,7 +68,7 @@ class Policy(torch.nn.Module):
 
 def load_policy(run_dir: str | Path, learner: int | str = AVERAGE, checkpoint_at: str | None = None) -> Policy:
     """Learner `learner`'s policy, or the network average's ("average"), from a run's newest (or given) checkpoint."""
-    from diffdac.prepare import make_tasks
+    from diffdac.run.prepare import make_tasks
 
     run_dir = Path(run_dir)
     config = TrainConfig.from_run(run_dir).validate()

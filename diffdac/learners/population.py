@@ -15,7 +15,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from diffdac import a2c_kernels, noise
+from diffdac import noise
+from diffdac.learners import kernels
 from diffdac.errors import ConfigError
 
 # Orthogonal gains of the original's MLP base (Kostrikov's pytorch-a2c-ppo-acktr-gail).
@@ -219,6 +220,6 @@ class Population:
             std = self._views["actor.log_std"].exp()
             return out + std * torch.from_numpy(stream.normal(step)).to(out)
         probs, u = torch.softmax(out, dim=-1), stream.uniform(step)  # u: [K, E, 1]
-        if a2c_kernels.serves(a2c_kernels.categorical_available, probs):
-            return a2c_kernels.categorical(probs, u)
-        return a2c_kernels.categorical_by_ops(probs, u)
+        if kernels.serves(kernels.categorical_available, probs):
+            return kernels.categorical(probs, u)
+        return kernels.categorical_by_ops(probs, u)

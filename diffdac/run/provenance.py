@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+VERSION = "0.1.0"  # the one place it is written: setup.cfg and diffdac.__version__ read it
+
 PACKAGES = ("diffdac", "torch", "numpy", "gymnasium", "mujoco", "networkx", "pandas")
 
 

@@ -15,9 +15,11 @@ import numpy as np
 import pandas as pd
 
 from diffdac.errors import ResumeError
+from diffdac.run import provenance
 
 if TYPE_CHECKING:
-    from diffdac.prepare import Prepared
+    from diffdac.config import TrainConfig
+    from diffdac.network.methods import Method
 
 PROGRESS_COLUMNS = (
     "steps",
@@ -54,7 +56,7 @@ def _written_by_a_run(path: Path) -> bool:
     if path.parent.name == "monitor":
         return bool(MONITOR_NAME.fullmatch(name))
     if path.parent.name == "checkpoints":
-        from diffdac import checkpoint  # torch: only --overwrite needs it
+        from diffdac.run import checkpoint  # torch: only --overwrite needs it
 
         return checkpoint.is_checkpoint_file(path.name)
     return name in RUN_FILES or bool(EVAL_FILE.fullmatch(name))
@@ -226,25 +228,24 @@ class ProgressFile:
         self._file.close()
 
 
-def write_run_files(run_dir: Path, prepared: "Prepared", tasks: list[dict], world_size: int) -> None:
+def write_run_files(
+    run_dir: Path, config: TrainConfig, graph: nx.Graph, method: Method, tasks: list[dict], world_size: int
+) -> None:
     """config.json, topology.csv, combination.csv and tasks.csv (all learners' tasks, in order).
 
     An earlier run's logs and checkpoints here (--overwrite) are removed first, so that a later
     --resume can never pick up another run's checkpoint; files diffdac did not write stay.
     """
-    from diffdac import __version__, provenance
-
-    config, method = prepared.config, prepared.method
     remove_run_files(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stored = {k: v for k, v in config.to_dict().items() if k not in ("resume", "overwrite")}
     if config.adjacency is not None and not config.adjacency.strip().startswith("["):
         # the matrix itself, so the run can be resumed or repeated after the file has moved or changed
-        matrix = nx.to_numpy_array(prepared.graph, nodelist=range(config.num_learners), dtype=int)
+        matrix = nx.to_numpy_array(graph, nodelist=range(config.num_learners), dtype=int)
         stored.update(adjacency=json.dumps(matrix.tolist(), separators=(",", ":")), adjacency_file=config.adjacency)
     write_json(
         run_dir / "config.json",
-        {**stored, "version": __version__, "world_size": world_size, "provenance": provenance.facts()},
+        {**stored, "version": provenance.VERSION, "world_size": world_size, "provenance": provenance.facts()},
     )
     write_matrix(
         run_dir / "topology.csv",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffdac.comm import Communicator
-from diffdac.methods.base import Method, Mixer
+from diffdac.network.comm import Communicator
+from diffdac.network.methods.base import Method, Mixer
 
 
 class Centralized(Mixer):

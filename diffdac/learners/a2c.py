@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffdac import a2c_kernels
+from diffdac.learners import kernels
 
 
 def bootstrap_truncations(
@@ -33,34 +33,13 @@ def compute_returns(
     With `gae_lambda` None these are the n-step returns bootstrapped by `next_value: [K, E]`
     (GAE with lambda 1 is exactly that sum); otherwise GAE(lambda). `dones[t]` marks that the
     episode ended at step t, so nothing after it flows back into it. On the CPU in float32 one
-    numba loop computes them where it gives these ops' bits (a2c_kernels).
+    numba loop computes them where it gives these ops' bits (kernels).
     """
     lam = 1.0 if gae_lambda is None else gae_lambda
     tensors = (rewards, values, dones, next_value)
-    if a2c_kernels.serves(a2c_kernels.returns_available, *tensors):
-        return a2c_kernels.returns(*tensors, gamma, lam)
-    return returns_by_ops(*tensors, gamma, lam)
-
-
-def returns_by_ops(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    dones: torch.Tensor,
-    next_value: torch.Tensor,
-    gamma: float,
-    lam: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """compute_returns one torch op at a time: any device and dtype."""
-    advantages = torch.zeros_like(rewards)
-    last = torch.zeros_like(next_value)
-    following = next_value
-    for t in reversed(range(rewards.shape[0])):
-        alive = 1.0 - dones[t]
-        delta = rewards[t] + gamma * following * alive - values[t]
-        last = delta + gamma * lam * alive * last
-        advantages[t] = last
-        following = values[t]
-    return advantages, advantages + values
+    if kernels.serves(kernels.returns_available, *tensors):
+        return kernels.returns(*tensors, gamma, lam)
+    return kernels.returns_by_ops(*tensors, gamma, lam)
 
 
 @dataclass

@@ -43,7 +43,7 @@ import pandas as pd
 
 from diffdac.config import NOT_WHAT_IS_LEARNED, TrainConfig, read_run_config, run_options
 from diffdac.errors import ConfigError
-from diffdac.logs import MONITOR_NAME, complete_lines
+from diffdac.run.rundir import MONITOR_NAME, complete_lines
 
 # Options that say where or how a run was logged, not what was learned: never split a curve.
 BOOKKEEPING_KEYS = NOT_WHAT_IS_LEARNED
@@ -253,7 +253,7 @@ def _shown(key: str, config: dict[str, Any]) -> bool:
 
 
 def _uses_graph(config: dict[str, Any]) -> bool:
-    from diffdac.methods import METHODS
+    from diffdac.network.methods import METHODS
 
     method = METHODS.get(str(config.get("method")))
     return method is None or method.uses_graph

@@ -5,16 +5,18 @@ import pandas as pd
 import pytest
 import torch
 
-from diffdac import TrainConfig, a2c_kernels, checkpoint, noise, train
-from diffdac.a2c import returns_by_ops
+from diffdac import TrainConfig, noise, train
+from diffdac.learners import kernels
+from diffdac.run import checkpoint
+from diffdac.learners.kernels import returns_by_ops
 
-pytestmark = pytest.mark.skipif(a2c_kernels.numba is None, reason="numba (the [fast] extra) is not installed")
+pytestmark = pytest.mark.skipif(kernels.numba is None, reason="numba (the [fast] extra) is not installed")
 
 
 def test_every_kernel_serves_on_this_machine():
     """With numba installed each kernel passes its probe; if one fails here, training silently takes the slower ops."""
-    assert a2c_kernels.returns_available() and a2c_kernels.categorical_available() and noise.compiled()
-    assert a2c_kernels.rmsprop_variant() is not None
+    assert kernels.returns_available() and kernels.categorical_available() and noise.compiled()
+    assert kernels.rmsprop_variant() is not None
 
 
 @pytest.mark.parametrize("gamma, lam", [(0.99, 1.0), (0.9, 0.95), (0.5, 0.0)])
@@ -26,7 +28,7 @@ def test_returns_equal_the_torch_ops_bit_for_bit(gamma, lam):
     dones = (torch.rand(t, k, e, generator=gen) < 0.25).float()
     next_value = torch.randn(k, e, generator=gen)
     want = returns_by_ops(rewards, values, dones, next_value, gamma, lam)
-    got = a2c_kernels.returns(rewards, values, dones, next_value, gamma, lam)
+    got = kernels.returns(rewards, values, dones, next_value, gamma, lam)
     assert all(torch.equal(a, b) for a, b in zip(want, got))
 
 
@@ -37,8 +39,8 @@ def test_categorical_draws_equal_the_torch_ops_including_boundaries():
     cdf = probs.double().cumsum(-1).numpy()
     u[0, :5, 0] = cdf[0, np.arange(5), np.arange(5)]  # exactly on each running sum
     u[1, 0, 0] = np.nextafter(1.0, 0.0)
-    got = a2c_kernels.categorical(probs, u)
-    assert torch.equal(got, a2c_kernels.categorical_by_ops(probs, u))
+    got = kernels.categorical(probs, u)
+    assert torch.equal(got, kernels.categorical_by_ops(probs, u))
     assert got.dtype == torch.int64 and set(got.unique().tolist()) == set(range(5))
 
 
@@ -46,7 +48,7 @@ def test_categorical_draws_equal_the_torch_ops_including_boundaries():
 def test_clipped_rmsprop_steps_equal_torch_and_hand_over_the_same_state(max_norm, chunk, monkeypatch):
     """Rows above and below the clip norm, in one block or several (3 + 3 + 1 rows, or one each); then
     the torch optimizer continues from the kernels' state."""
-    monkeypatch.setattr(a2c_kernels, "CHUNK", chunk)
+    monkeypatch.setattr(kernels, "CHUNK", chunk)
     gen = torch.Generator().manual_seed(5)
     start = torch.randn(7, 777, generator=gen)
     grads = [torch.randn(7, 777, generator=gen) * 4.0 ** torch.arange(-3.0, 4.0)[:, None] for _ in range(5)]
@@ -57,11 +59,11 @@ def test_clipped_rmsprop_steps_equal_torch_and_hand_over_the_same_state(max_norm
         for i, grad in enumerate(grads):
             flat.grad = grad.clone()
             if i < kernel_steps:
-                scale = a2c_kernels.clip_scale(flat.grad, max_norm) if max_norm > 0 else None
-                assert a2c_kernels.rmsprop_kernel(optimizer, flat, scale, a2c_kernels.rmsprop_variant()) == -1
+                scale = kernels.clip_scale(flat.grad, max_norm) if max_norm > 0 else None
+                assert kernels.rmsprop_kernel(optimizer, flat, scale, kernels.rmsprop_variant()) == -1
             else:
                 if max_norm > 0:
-                    flat.grad.mul_(a2c_kernels.clip_scale(flat.grad, max_norm))
+                    flat.grad.mul_(kernels.clip_scale(flat.grad, max_norm))
                 optimizer.step()
         ends.append((flat.detach().clone(), optimizer.state_dict()))
     (p0, s0), (p1, s1) = ends
@@ -72,17 +74,17 @@ def test_clipped_rmsprop_steps_equal_torch_and_hand_over_the_same_state(max_norm
 
 @pytest.mark.parametrize("use_kernel", [True, False], ids=["kernels", "torch ops"])
 def test_the_step_names_the_first_learner_left_with_non_finite_parameters(use_kernel, monkeypatch):
-    monkeypatch.setattr(a2c_kernels, "CHUNK", 100)  # a block per row: the row is found in a later block
+    monkeypatch.setattr(kernels, "CHUNK", 100)  # a block per row: the row is found in a later block
     if not use_kernel:
-        monkeypatch.setattr(a2c_kernels, "rmsprop_variant", lambda: None)
+        monkeypatch.setattr(kernels, "rmsprop_variant", lambda: None)
     flat = torch.zeros(4, 50, requires_grad=True)
     optimizer = torch.optim.RMSprop([flat], lr=1e-2)
     flat.grad = torch.ones(4, 50)
-    assert a2c_kernels.clip_and_step(optimizer, flat, 0.5) == -1
+    assert kernels.clip_and_step(optimizer, flat, 0.5) == -1
     flat.grad = torch.ones(4, 50)
     flat.grad[2, 7] = float("nan")
     flat.grad[3, 0] = float("inf")
-    assert a2c_kernels.clip_and_step(optimizer, flat, 0.0) == 2
+    assert kernels.clip_and_step(optimizer, flat, 0.0) == 2
 
 
 @pytest.mark.parametrize(
@@ -94,9 +96,9 @@ def test_the_keyed_uniform_loop_draws_numpys_numbers(seed, step, learners, sims,
 
 
 def _without_kernels(monkeypatch) -> None:
-    monkeypatch.setattr(a2c_kernels, "returns_available", lambda: False)
-    monkeypatch.setattr(a2c_kernels, "categorical_available", lambda: False)
-    monkeypatch.setattr(a2c_kernels, "rmsprop_variant", lambda: None)
+    monkeypatch.setattr(kernels, "returns_available", lambda: False)
+    monkeypatch.setattr(kernels, "categorical_available", lambda: False)
+    monkeypatch.setattr(kernels, "rmsprop_variant", lambda: None)
     monkeypatch.setattr(noise, "compiled", lambda: False)
 
 

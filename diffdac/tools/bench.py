@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from diffdac import memory
+from diffdac.run import memory
 from diffdac.errors import ConfigError
 
 Row = dict[str, Any]
@@ -372,7 +372,7 @@ def combine_seconds(learners: int, threads: int = 1, repeats: int = 30) -> float
     import torch
 
     import topologies
-    from diffdac.diffusion import Combiner
+    from diffdac.network.mixing import Combiner
 
     src, dst, weight = topologies.combination_weights(nx.cycle_graph(learners), "uniform")
     combiner = Combiner(src, dst, weight, np.arange(learners))

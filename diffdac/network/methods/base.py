@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import topologies
-from diffdac.comm import Communicator
+from diffdac.network.comm import Communicator
 from diffdac.config import TrainConfig
 from diffdac.errors import ConfigError
 from topologies import Reads

@@ -18,15 +18,15 @@ import numpy as np
 import torch
 
 import envs
-from diffdac import a2c_kernels
-from diffdac.a2c import A2CLoss, a2c_loss, bootstrap_truncations, compute_returns
-from diffdac.comm import Communicator
+from diffdac.learners import kernels
+from diffdac.learners.a2c import A2CLoss, a2c_loss, bootstrap_truncations, compute_returns
+from diffdac.network.comm import Communicator
 from diffdac.config import TrainConfig
-from diffdac.diffusion import disagreement
+from diffdac.network.mixing import disagreement
 from diffdac.errors import ResumeError, TrainingError
-from diffdac.methods import Method
-from diffdac.normalize import RunningNorm
-from diffdac.population import Population
+from diffdac.network.methods import Method
+from diffdac.learners.normalize import RunningNorm
+from diffdac.learners.population import Population
 
 RECENT_EPISODES = 100  # mean_return: the last episodes of each process, whichever learners finished them
 RECENT_PER_LEARNER = 10  # score: the last episodes of each learner
@@ -98,7 +98,7 @@ class Learners:
             [self.pop.flat], lr=config.lr, alpha=config.rms_alpha, eps=config.rms_eps, foreach=False
         )
         if self.device.type == "cpu":
-            a2c_kernels.warm_up()
+            kernels.warm_up()
         self.mixer = method.mixer(comm, learner_ids, self.device)
         self.mixer.start(self.pop.flat)
         k, e = len(learner_ids), config.envs_per_learner
@@ -187,7 +187,7 @@ class Learners:
         self.mixer.reduce_gradient(pop.flat.grad)
         if not self.alive.all():  # a departed learner's parameters stay as they were
             pop.flat.grad[torch.from_numpy(~self.alive).to(self.device)] = 0.0
-        self._stop_if(a2c_kernels.clip_and_step(self.optimizer, pop.flat, cfg.max_grad_norm), "parameters")
+        self._stop_if(kernels.clip_and_step(self.optimizer, pop.flat, cfg.max_grad_norm), "parameters")
         self.updates += 1
         return loss
 
@@ -221,7 +221,7 @@ class Learners:
 
     def _check_finite(self, values: torch.Tensor, what: str) -> None:
         """Stop on a NaN or inf in any learner's row."""
-        self._stop_if(a2c_kernels.first_non_finite_row(values), what)
+        self._stop_if(kernels.first_non_finite_row(values), what)
 
     def _stop_if(self, row: int, what: str) -> None:
         """Raise TrainingError for learner row `row` of this block (none if it is -1)."""
@@ -310,7 +310,7 @@ def _learner_major(x: torch.Tensor) -> torch.Tensor:
 
 def clip_per_learner(grad: torch.Tensor, max_norm: float) -> None:
     """Scale each learner's gradient row `[K, P]` to norm at most max_norm, as clip_grad_norm_ does for one model."""
-    grad.mul_(a2c_kernels.clip_scale(grad, max_norm))
+    grad.mul_(kernels.clip_scale(grad, max_norm))
 
 
 class EpisodeStats:

@@ -11,11 +11,11 @@ import networkx as nx
 
 from diffdac.config import TrainConfig
 from diffdac.errors import ConfigError
-from diffdac.methods.base import Method, Mixer
-from diffdac.methods.centralized import Centralized, CentralizedA2C
-from diffdac.methods.diffusion import DiffA2C, Diffusion
-from diffdac.methods.gala import Gala, PushSum
-from diffdac.methods.isolated import Isolated
+from diffdac.network.methods.base import Method, Mixer
+from diffdac.network.methods.centralized import Centralized, CentralizedA2C
+from diffdac.network.methods.diffusion import DiffA2C, Diffusion
+from diffdac.network.methods.gala import Gala, PushSum
+from diffdac.network.methods.isolated import Isolated
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (DiffA2C, CentralizedA2C, Isolated, Gala)}
 

@@ -8,11 +8,11 @@ import networkx as nx
 import numpy as np
 import torch
 
-from diffdac.comm import Communicator
+from diffdac.network.comm import Communicator
 from diffdac.config import TrainConfig
-from diffdac.diffusion import Combiner
+from diffdac.network.mixing import Combiner
 from diffdac.errors import ConfigError
-from diffdac.methods.base import Method, Mixer
+from diffdac.network.methods.base import Method, Mixer
 from topologies import Reads, exponential_period, exponential_reads
 
 

@@ -1,7 +1,7 @@
 """`diffdac eval RUN --video DIR`: a few episodes per task as MP4s, with gymnasium's RecordVideo.
 
 Each task gets its own rendering env (rgb_array) with the task's parameters; the network-average
-policy acts greedily, as `diffdac eval` does (diffdac.policy). Needs the [video] extra (moviepy, and
+policy acts greedily, as `diffdac eval` does (diffdac.tools.policy). Needs the [video] extra (moviepy, and
 pygame for the Acrobot's drawing); MuJoCo renders headless through EGL or OSMesa (MUJOCO_GL).
 """
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from diffdac.comm import Communicator, LocalCommunicator, check_world_size, learner_block
+from diffdac.network.comm import Communicator, LocalCommunicator, check_world_size, learner_block
 from diffdac.config import TrainConfig
 from diffdac.errors import TrainingError
 
@@ -140,7 +140,7 @@ class DistributedCommunicator:
 
         `graph` picks one of the communication graphs the plans were made from (GALA has one per
         round). The method made both the plans and its mixer's `buffer_ids` from the same reads
-        (diffdac.methods.Method.communication), so the rows the plan yields are the buffer's.
+        (diffdac.network.methods.Method.communication), so the rows the plan yields are the buffer's.
         """
         plan = self.plans[graph]
         source = self._transport(block)
@@ -201,7 +201,7 @@ def connect(config: TrainConfig, reads: list[tuple[np.ndarray, np.ndarray]]) -> 
     """The communicator of this process: LocalCommunicator without torchrun, else a rank of the world.
 
     `reads` are the communication graphs of the method (directed: dst reads src), one exchange
-    plan each (see diffdac.methods.Method.communication).
+    plan each (see diffdac.network.methods.Method.communication).
 
     The process group is torn down after a clean run only: after a lost peer, teardown could
     wait on that peer again, and the process is about to exit anyway.

@@ -22,13 +22,14 @@ import torch
 
 import envs
 import topologies
-from diffdac import limits, provenance
+from diffdac.run import limits
+from diffdac.run import provenance
 from diffdac.config import NORMALIZE_CHOICES, TrainConfig, read_run_config
-from diffdac.distributed import env_rank
+from diffdac.network.distributed import env_rank
 from diffdac.errors import ConfigError, ResumeError, TrainingError
-from diffdac.logs import RUN_FILES
-from diffdac.methods import Method, method_for
-from diffdac.population import action_dim, check_spaces
+from diffdac.run.rundir import RUN_FILES
+from diffdac.network.methods import Method, method_for
+from diffdac.learners.population import action_dim, check_spaces
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from diffdac.config import TrainConfig
-from diffdac.learners import RECENT_EPISODES, RECENT_PER_LEARNER
-from diffdac.logs import MonitorSet, ProgressFile
+from diffdac.learners.block import RECENT_EPISODES, RECENT_PER_LEARNER
+from diffdac.run.rundir import MonitorSet, ProgressFile
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Logger(Protocol):
 
 
 class MonitorLogger:
-    """One Monitor file per simulator of this rank (diffdac.logs.MonitorSet)."""
+    """One Monitor file per simulator of this rank (diffdac.run.rundir.MonitorSet)."""
 
     def __init__(self, monitors: MonitorSet) -> None:
         self.monitors = monitors
@@ -118,7 +118,7 @@ class TensorBoardLogger:
         )
         if self.rank == 0 and not run.steps_done:
             self.writer.add_text("config", "\n".join(f"    {k}: {v}" for k, v in run.config.to_dict().items()))
-            from diffdac import graph_figure
+            from diffdac.run import graph_figure
 
             self.writer.add_figure("graph", graph_figure.figure(run.run_dir))
 

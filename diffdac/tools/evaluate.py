@@ -21,12 +21,14 @@ import pandas as pd
 import torch
 
 import envs
-from diffdac import checkpoint, provenance, video
-from diffdac.policy import load_policy
+from diffdac.run import checkpoint
+from diffdac.run import provenance
+from diffdac.tools import video
+from diffdac.tools.policy import load_policy
 from diffdac.config import TrainConfig, read_run_config
 from diffdac.errors import ConfigError
-from diffdac.normalize import RunningNorm
-from diffdac.population import Population
+from diffdac.learners.normalize import RunningNorm
+from diffdac.learners.population import Population
 from envs.acrobot import BatchedAcrobot, sample_acrobot_task
 from envs.factory import ACROBOT_FAMILIES, is_batched_acrobot
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diffdac.methods.base import Method
+from diffdac.network.methods.base import Method
 
 
 class Isolated(Method):

@@ -16,10 +16,10 @@ import torch
 
 import topologies
 from diffdac import noise
-from diffdac.comm import Communicator
+from diffdac.network.comm import Communicator
 from diffdac.config import TrainConfig
-from diffdac.diffusion import Combiner, csr_matrix
-from diffdac.methods.base import Method, Mixer
+from diffdac.network.mixing import Combiner, csr_matrix
+from diffdac.network.methods.base import Method, Mixer
 from topologies import Reads
 
 
