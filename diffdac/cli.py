@@ -9,11 +9,13 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from diffdac.config import TrainConfig, read_config_file
 from diffdac.errors import ConfigError, TrainingError
 from topologies.names import TOPOLOGY_NAMES
+
+if TYPE_CHECKING:  # the options import the methods, and they torch: main imports them inside its Ctrl-C guard
+    from diffdac.config import TrainConfig
 
 EXIT_USAGE = 2
 
@@ -27,6 +29,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _field_type(f: dataclasses.Field) -> type:
     """The concrete type of an `X | None` or plain annotation (tuple for `tuple[str, ...]`)."""
+    from diffdac.config import TrainConfig
+
     hint = typing.get_type_hints(TrainConfig)[f.name]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         hint = [a for a in typing.get_args(hint) if a is not type(None)][0]
@@ -39,6 +43,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     Defaults are left out of the namespace (SUPPRESS), so that the options a user actually gave
     are known: --resume takes every other option from the run's config.json.
     """
+    from diffdac.config import TrainConfig
     from diffdac.network.methods import METHODS
 
     for f in dataclasses.fields(TrainConfig):
@@ -112,6 +117,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     Options of a --config file count as given, below those of the command line. --adjacency
     without --topology replaces the default topology.
     """
+    from diffdac.config import TrainConfig, read_config_file
+
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     if getattr(args, "config", None):
         from_file = read_config_file(args.config)

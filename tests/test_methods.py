@@ -211,7 +211,7 @@ def test_a_failed_learner_stops_leaves_the_graph_and_progress_says_when(tmp_path
         (dict(max_staleness=-1), "--max-staleness"),
         (dict(fail_learner=("9@10",)), "--fail-learner 9@10"),
         (dict(fail_learner=("x",)), "LEARNER@STEP"),
-        (dict(method="gala", link_drop=0.1), "use them with --method diff-a2c"),
+        (dict(method="gala", link_drop=0.1), "use it with --method diff-a2c"),
         (dict(method="gala", peers_per_round=5), "--peers-per-round 5"),
     ],
 )

@@ -108,7 +108,7 @@ class Learners:
         self.rollout = Rollout.allocate(self.pop, config.steps_per_update, e, self.device)
         self.obs = self._tensor(tasks.reset())
         self.updates = 0
-        self.failures = config.failures()  # learner -> env step at which it leaves the graph
+        self.failures = method.options.failures(config.num_learners)  # learner -> env step at which it leaves the graph
         self.alive = np.ones(k, dtype=bool)
 
     @property

@@ -14,14 +14,13 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from diffdac.network.comm import Communicator, LocalCommunicator, check_world_size, learner_block
-from diffdac.config import TrainConfig
 from diffdac.errors import TrainingError
 
 T = TypeVar("T")
@@ -196,8 +195,17 @@ def _world_from_env(num_learners: int) -> tuple[int, int, int]:
     return env_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+class WorldOptions(Protocol):
+    """The options that say how a rank joins the world (TrainConfig has them)."""
+
+    num_learners: int
+    device: str
+    backend: str | None
+    dist_timeout: float
+
+
 @contextmanager
-def connect(config: TrainConfig, reads: list[tuple[np.ndarray, np.ndarray]]) -> Iterator[Communicator]:
+def connect(config: WorldOptions, reads: list[tuple[np.ndarray, np.ndarray]]) -> Iterator[Communicator]:
     """The communicator of this process: LocalCommunicator without torchrun, else a rank of the world.
 
     `reads` are the communication graphs of the method (directed: dst reads src), one exchange

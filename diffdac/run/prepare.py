@@ -28,7 +28,7 @@ from diffdac.config import NORMALIZE_CHOICES, TrainConfig, read_run_config
 from diffdac.network.distributed import env_rank
 from diffdac.errors import ConfigError, ResumeError, TrainingError
 from diffdac.run.rundir import RUN_FILES
-from diffdac.network.methods import Method, method_for
+from diffdac.network.methods import Method, method_class, method_for
 from diffdac.learners.population import action_dim, check_spaces
 
 
@@ -131,6 +131,7 @@ def build_graph(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.Sp
 def memory_sizes(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.Space], edges: int) -> limits.Sizes:
     """What one process of this run holds: its block of learners under torchrun, every learner otherwise."""
     world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    method = method_class(config.method)
     kind = "batched" if envs.is_batched_acrobot(config.env) else "mujoco" if envs.needs_mujoco(config.env) else "gym"
     return limits.Sizes(
         learners=-(-config.num_learners // world),
@@ -142,8 +143,8 @@ def memory_sizes(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.S
         hidden=config.hidden,
         edges=edges,
         simulator_kind=kind,
-        history=config.max_staleness + 1,
-        gathers_all=config.method == "centralized",
+        history=method.Options.of(config).parameter_copies(),
+        gathers_all=method.gathers_all,
     )
 
 

@@ -54,7 +54,7 @@ def run(prepared: Prepared, comm: Communicator) -> Path:
     if saved is not None and lead:
         extend_run(run_dir, config, saved["manifest"])
     warning = topologies.disconnection_warning(graph)
-    if warning and config.topology != "none" and config.method == "diff-a2c" and lead and saved is None:
+    if warning and config.topology != "none" and prepared.method.uses_graph and lead and saved is None:
         print(f"diffdac: warning: {warning}")
     if lead and saved is None and config.steps_to_run != config.total_steps:
         print(

@@ -1,4 +1,4 @@
-"""What every method is: a Method (name, graphs, what the run directory records, its Mixer) and the Mixer protocol."""
+"""What every method is: a Method (name, its options, graphs, what the run directory records, its Mixer) and the Mixer protocol."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ import torch
 
 import topologies
 from diffdac.network.comm import Communicator
-from diffdac.config import TrainConfig
-from diffdac.errors import ConfigError
+from diffdac.options import MethodOptions, RunConfig
 from topologies import Reads
 
 NO_READS: Reads = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-FAULTS = (("link_drop", "--link-drop"), ("max_staleness", "--max-staleness"), ("fail_learner", "--fail-learner"))
 
 
 class Mixer:
@@ -23,7 +21,7 @@ class Mixer:
 
     links = 0  # links that carried a message in the last round (progress.csv)
 
-    def __init__(self, config: TrainConfig, comm: Communicator, learner_ids: np.ndarray, device: torch.device) -> None:
+    def __init__(self, config: RunConfig, comm: Communicator, learner_ids: np.ndarray, device: torch.device) -> None:
         self.config, self.comm, self.learner_ids, self.device = config, comm, learner_ids, device
 
     def start(self, params: torch.Tensor) -> None:
@@ -49,26 +47,20 @@ class Mixer:
 class Method:
     """One --method: how a run's learners share what they learn, given its config and graph.
 
-    A subclass sets `name` and `summary` and says which communication graphs it needs, what
-    topology.csv and combination.csv record, and which Mixer runs the combine step.
+    A subclass sets `name` and `summary`, declares its own options (`Options`, checked by
+    TrainConfig and refused with any other method), and says which communication graphs it needs,
+    what topology.csv and combination.csv record, and which Mixer runs the combine step.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]  # one line: --help and the README's table of methods
-    models_faults: ClassVar[bool] = False  # whether --link-drop, --max-staleness and --fail-learner apply
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
     uses_graph: ClassVar[bool] = False  # whether --topology / --adjacency / --weights matter
+    gathers_all: ClassVar[bool] = False  # every learner's gradient reaches every process (the memory estimate)
 
-    def __init__(self, config: TrainConfig, graph: nx.Graph) -> None:
+    def __init__(self, config: RunConfig, graph: nx.Graph) -> None:
         self.config, self.graph = config, graph
-
-    @classmethod
-    def validate(cls, config: TrainConfig) -> None:
-        """Refuse options this method cannot honour (ConfigError)."""
-        faults = [flag for key, flag in FAULTS if getattr(config, key)]
-        if faults and not cls.models_faults:
-            raise ConfigError(
-                f"{', '.join(faults)} model faults of diffusion: use them with --method diff-a2c, not {cls.name}"
-            )
+        self.options = self.Options.of(config)
 
     def communication(self) -> list[Reads]:
         """The communication graphs of a run, one exchange plan each (directed: dst reads src's row)."""

@@ -28,6 +28,7 @@ class Centralized(Mixer):
 class CentralizedA2C(Method):
     name = "centralized"
     summary = "one A2C: every learner's gradient averaged (all-gather) before one shared step"
+    gathers_all = True
 
     def mixer(self, comm: Communicator, learner_ids: np.ndarray, device: torch.device) -> Mixer:
         return Centralized(self.config, comm, learner_ids, device)

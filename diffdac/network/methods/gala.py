@@ -8,12 +8,29 @@ import networkx as nx
 import numpy as np
 import torch
 
-from diffdac.network.comm import Communicator
-from diffdac.config import TrainConfig
-from diffdac.network.mixing import Combiner
+from dataclasses import dataclass
+
 from diffdac.errors import ConfigError
+from diffdac.network.comm import Communicator
 from diffdac.network.methods.base import Method, Mixer
+from diffdac.network.mixing import Combiner
+from diffdac.options import MethodOptions, RunConfig, option
 from topologies import Reads, exponential_period, exponential_reads
+
+
+@dataclass
+class GossipOptions(MethodOptions):
+    peers_per_round: int = option(1, "gala: peers each learner pushes to per round on the time-varying exponential graph")
+
+    def check(self, run: RunConfig) -> None:
+        if not isinstance(self.peers_per_round, int) or self.peers_per_round < 1:
+            raise ConfigError(f"--peers-per-round must be a positive integer, got {self.peers_per_round!r}")
+        distinct = max(1, math.ceil(math.log2(run.num_learners)))
+        if self.peers_per_round > distinct:
+            raise ConfigError(
+                f"--peers-per-round {self.peers_per_round} exceeds the {distinct} distinct peers of the "
+                f"exponential graph on {run.num_learners} learners"
+            )
 
 
 class PushSum(Mixer):
@@ -26,14 +43,15 @@ class PushSum(Mixer):
 
     def __init__(
         self,
-        config: TrainConfig,
+        config: RunConfig,
         comm: Communicator,
         learner_ids: np.ndarray,
         device: torch.device,
         rounds: list[Reads],
+        peers: int,
     ) -> None:
         super().__init__(config, comm, learner_ids, device)
-        n, p = config.num_learners, config.peers_per_round
+        n, p = config.num_learners, peers
         self.combiners = []
         for src, dst in rounds:
             loops = np.arange(n, dtype=np.int64)
@@ -68,19 +86,12 @@ class Gala(Method):
         "GALA-A2C's push-sum gossip on a time-varying exponential graph (--peers-per-round); --topology is ignored"
     )
 
-    @classmethod
-    def validate(cls, config: TrainConfig) -> None:
-        super().validate(config)
-        distinct = max(1, math.ceil(math.log2(config.num_learners)))
-        if config.peers_per_round > distinct:
-            raise ConfigError(
-                f"--peers-per-round {config.peers_per_round} exceeds the {distinct} distinct peers of the "
-                f"exponential graph on {config.num_learners} learners"
-            )
+    Options = GossipOptions
+    options: GossipOptions
 
     def communication(self) -> list[Reads]:
         n = self.config.num_learners
-        return [exponential_reads(n, r, self.config.peers_per_round) for r in range(exponential_period(n))]
+        return [exponential_reads(n, r, self.options.peers_per_round) for r in range(exponential_period(n))]
 
     def logged_graph(self) -> nx.Graph:
         """The union of the rounds' graphs."""
@@ -92,10 +103,10 @@ class Gala(Method):
     def combination_matrix(self) -> np.ndarray:
         """Round 0's push-sum matrix (the rounds cycle)."""
         n = self.config.num_learners
-        src, dst = exponential_reads(n, 0, self.config.peers_per_round)
+        src, dst = exponential_reads(n, 0, self.options.peers_per_round)
         matrix = np.eye(n)
         matrix[src, dst] = 1.0
         return matrix / matrix.sum(1, keepdims=True)
 
     def mixer(self, comm: Communicator, learner_ids: np.ndarray, device: torch.device) -> Mixer:
-        return PushSum(self.config, comm, learner_ids, device, self.communication())
+        return PushSum(self.config, comm, learner_ids, device, self.communication(), self.options.peers_per_round)
