@@ -27,6 +27,7 @@ from diffdac.errors import ResumeError, TrainingError
 from diffdac.network.methods import Method
 from diffdac.learners.normalize import RunningNorm
 from diffdac.learners.population import Population
+from diffdac.metrics import Metrics
 
 RECENT_EPISODES = 100  # mean_return: the last episodes of each process, whichever learners finished them
 RECENT_PER_LEARNER = 10  # score: the last episodes of each learner
@@ -110,6 +111,22 @@ class Learners:
         self.updates = 0
         self.failures = method.options.failures(config.num_learners)  # learner -> env step at which it leaves the graph
         self.alive = np.ones(k, dtype=bool)
+        self.last_loss: A2CLoss | None = None
+        self.metrics = Metrics(config.num_learners)
+        self._declare_metrics()
+
+    def _declare_metrics(self) -> None:
+        """progress.csv's columns after the score: the last update's losses, then the graph's state."""
+        for term in ("policy", "value"):
+            self.metrics.declare(f"{term}_loss", "per_learner", sample=lambda t=term: self._loss_sum(t))
+        self.metrics.declare("entropy", "per_learner", sample=lambda: self._loss_sum("entropy"))
+        self.metrics.declare("disagreement", "same", sample=self.disagreement)
+        self.metrics.declare("learners", "sum", sample=lambda: float(self.alive.sum()), integer=True)
+        self.mixer.declare(self.metrics)
+
+    def _loss_sum(self, term: str) -> float:
+        """One term of the last update's loss, summed over this block's learners."""
+        return float(getattr(self.last_loss, term).sum()) if self.last_loss is not None else float("nan")
 
     @property
     def steps(self) -> int:
@@ -189,6 +206,7 @@ class Learners:
             pop.flat.grad[torch.from_numpy(~self.alive).to(self.device)] = 0.0
         self._stop_if(kernels.clip_and_step(self.optimizer, pop.flat, cfg.max_grad_norm), "parameters")
         self.updates += 1
+        self.last_loss = loss
         return loss
 
     def rollout_batch(self) -> RolloutBatch:
@@ -266,6 +284,7 @@ class Learners:
             "updates": self.updates,
             "tasks": self.tasks.state_dict(),
             "mixer": self.mixer.state_dict(),
+            "metrics": self.metrics.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -283,6 +302,7 @@ class Learners:
         self.discounted = state["discounted"].to(self.device)
         self.updates = state["updates"]
         self.mixer.load_state_dict(state["mixer"])
+        self.metrics.load_state_dict(state.get("metrics", {}))  # checkpoints from before the metrics have none
         if state["tasks"] is not None:
             self.tasks.load_state_dict(state["tasks"])
             self.obs = state["obs"].to(self.device)

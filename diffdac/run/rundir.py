@@ -21,21 +21,6 @@ if TYPE_CHECKING:
     from diffdac.config import TrainConfig
     from diffdac.network.methods import Method
 
-PROGRESS_COLUMNS = (
-    "steps",
-    "updates",
-    "time",
-    "score",
-    "mean_return",
-    "episodes",
-    "policy_loss",
-    "value_loss",
-    "entropy",
-    "disagreement",
-    "learners",
-    "links",
-    "steps_per_s",
-)
 
 
 # The files a run writes at the top of its directory (eval.csv: diffdac eval); monitor/ and
@@ -204,25 +189,45 @@ class MonitorSet:
 
 
 class ProgressFile:
-    """progress.csv: one row per log interval, flushed as written; `keep_rows` reopens it on resume."""
+    """progress.csv: one row per log interval, flushed as written; `keep_rows` reopens it on resume.
+
+    The columns are the first row's keys. A later row with a key the header lacks (a resumed run
+    of a newer diffdac, a metric declared late) widens the file: earlier rows get empty cells.
+    """
 
     def __init__(self, path: Path, keep_rows: int | None = None) -> None:
+        self.path = path
         if keep_rows is None:
             self._file = path.open("w", newline="")
-            self._writer = csv.DictWriter(self._file, fieldnames=PROGRESS_COLUMNS, lineterminator="\n")
-            self._writer.writeheader()
-            self._file.flush()
+            self.header: list[str] | None = None
             self.rows = 0
-        else:  # a run from before a column existed keeps its own columns
-            header = truncate_rows(path, 1, keep_rows)[0].split(",")
+        else:
+            self.header = truncate_rows(path, 1, keep_rows)[0].split(",")
             self._file = path.open("a", newline="")
-            self._writer = csv.DictWriter(self._file, fieldnames=header, lineterminator="\n")
             self.rows = keep_rows
 
     def write(self, row: dict[str, float]) -> None:
-        self._writer.writerow({k: row.get(k, "") for k in self._writer.fieldnames})
+        if self.header is None:
+            self.header = list(row)
+            self._file.write(",".join(self.header) + "\n")
+        elif any(k not in self.header for k in row):
+            self._widen([k for k in row if k not in self.header])
+        csv.DictWriter(self._file, fieldnames=self.header, lineterminator="\n").writerow(
+            {k: row.get(k, "") for k in self.header}
+        )
         self._file.flush()
         self.rows += 1
+
+    def _widen(self, new: list[str]) -> None:
+        """Rewrite the file (atomically) with the new columns at the end, empty in the rows so far."""
+        self._file.close()
+        lines = self.path.read_text().splitlines()
+        self.header = self.header + new
+        body = [line + "," * len(new) for line in lines[1:]]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in [",".join(self.header), *body]))
+        os.replace(tmp, self.path)
+        self._file = self.path.open("a", newline="")
 
     def close(self) -> None:
         self._file.close()

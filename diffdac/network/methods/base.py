@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 import topologies
+from diffdac.metrics import Metrics
 from diffdac.network.comm import Communicator
 from diffdac.options import MethodOptions, RunConfig
 from topologies import Reads
@@ -26,6 +27,10 @@ class Mixer:
 
     def start(self, params: torch.Tensor) -> None:
         """Called once on the initial parameters."""
+
+    def declare(self, metrics: Metrics) -> None:
+        """The metrics this method reports (a subclass adds its own, such as what it sends, and records them)."""
+        metrics.declare("links", "same", sample=lambda: self.links, integer=True)
 
     def reduce_gradient(self, grad: torch.Tensor) -> None:
         """Called on the per-learner gradients `[K, P]` before clipping and the optimizer step."""
