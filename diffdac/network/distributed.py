@@ -58,16 +58,6 @@ class ExchangePlan:
         """Ranks this rank sends to or receives from, ascending: the order of every exchange."""
         return sorted(set(self.sends) | set(self.recvs))
 
-    @property
-    def available_ids(self) -> np.ndarray:
-        """Global ids of the rows an exchange yields: received rows and local rows, ascending.
-
-        Blocks are contiguous and ordered by rank, so concatenating in rank order is already sorted.
-        """
-        before = [self.recvs[p] for p in self.peers if p < self.rank and p in self.recvs]
-        after = [self.recvs[p] for p in self.peers if p > self.rank and p in self.recvs]
-        return np.concatenate([*before, self.local_ids, *after]).astype(np.int64)
-
 
 def plan_reads(src: np.ndarray, dst: np.ndarray, num_learners: int, world_size: int, rank: int) -> ExchangePlan:
     """The rows `rank` sends to and receives from each peer, from directed reads: learner dst[i] reads

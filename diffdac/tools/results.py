@@ -58,14 +58,6 @@ WEIGHTINGS = ("task", "episode")  # a bin's return: mean over learners of their 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
 
-COLUMNS_DOC = (
-    "`final` is the mean over seeds (± standard error) of each run's return in its last bin: by default task-weighted, "
-    "the mean over learners of each learner's mean return over its episodes that ended in the bin; `final 95% CI` a "
-    "percentile bootstrap interval of that mean over seeds; `return@S` the same as `final` for the bin that contains "
-    "step S; `steps to T` the mean over seeds of the first bin end at which a run's binned return reached the "
-    "threshold T (`reached`: how many seeds did)."
-)
-
 
 class RunError(ConfigError):
     """A run directory that cannot be read or has nothing to show yet: bad input, exit status 2."""
