@@ -29,7 +29,8 @@ class Mixer:
         """Called once on the initial parameters."""
 
     def declare(self, metrics: Metrics) -> None:
-        """The metrics this method reports (a subclass adds its own, such as what it sends, and records them)."""
+        """The metrics this method reports; a subclass may add its own and record them (`self.metrics`)."""
+        self.metrics = metrics
         metrics.declare("links", "same", sample=lambda: self.links, integer=True)
 
     def reduce_gradient(self, grad: torch.Tensor) -> None:
