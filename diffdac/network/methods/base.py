@@ -32,6 +32,12 @@ class Mixer:
         """The metrics this method reports; a subclass may add its own and record them (`self.metrics`)."""
         self.metrics = metrics
         metrics.declare("links", "same", sample=lambda: self.links, integer=True)
+        metrics.declare("bytes_sent", "per_learner", cumulative=True)
+
+    def sent(self, nbytes: int) -> None:
+        """Bytes this process's learners sent in this round, summed over them (progress.csv's bytes_sent is
+        the network's mean per learner, cumulative)."""
+        self.metrics.record("bytes_sent", nbytes)
 
     def reduce_gradient(self, grad: torch.Tensor) -> None:
         """Called on the per-learner gradients `[K, P]` before clipping and the optimizer step."""
