@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="options from a TOML file (such as experiments/configs/original-acrobot.toml) "
         "or a run's config.json; options given on the command line override it",
     )
+    train.add_argument(
+        "--wandb",
+        default=None,
+        metavar="PROJECT",
+        help="also log progress rows to this Weights & Biases project (the [wandb] extra; WANDB_MODE=offline works)",
+    )
     _add_config_options(train)
     bench.add_arguments(
         sub.add_parser("bench", help="env steps/s of the same run in different set-ups (e.g. 1, 2, N processes)")
@@ -146,10 +152,24 @@ def run_train(args: argparse.Namespace) -> int:
     from diffdac.run.prepare import prepare
     from diffdac.run.training import run
 
+    loggers = _extra_loggers(args)
     prepared = prepare(config_from_args(args))  # bad input ends every rank before any of them waits on a rendezvous
     with connect(prepared.config, prepared.method.communication()) as comm:
-        run(prepared, comm)
+        run(prepared, comm, loggers)
     return 0
+
+
+def _extra_loggers(args: argparse.Namespace) -> list:
+    """The loggers asked for on the command line, checked before the run directory is touched."""
+    if not args.wandb:
+        return []
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        raise ConfigError("--wandb needs the wandb package: pip install 'diffdac[wandb]'")
+    from diffdac.tools.wandb_logger import WandbLogger
+
+    return [WandbLogger(args.wandb)]
 
 
 def run_topology(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ class Metrics:
     def __init__(self, num_learners: int) -> None:
         self.num_learners = num_learners
         self._metrics: dict[str, Metric] = {}
+        self._restored: dict[str, float] = {}  # totals from a checkpoint, for metrics declared after it loaded
 
     def declare(
         self,
@@ -55,9 +56,8 @@ class Metrics:
             raise ValueError(f"the metric {name!r} is declared twice")
         if reduce not in REDUCTIONS:
             raise ValueError(f"a metric is reduced by {', '.join(REDUCTIONS)}, not {reduce!r}")
-        self._metrics[name] = Metric(
-            name, reduce, cumulative, sample, show, integer, 0.0 if cumulative else float("nan")
-        )
+        start = self._restored.pop(name, 0.0) if cumulative else float("nan")
+        self._metrics[name] = Metric(name, reduce, cumulative, sample, show, integer, start)
 
     def record(self, name: str, value: float) -> None:
         """This update's value (added to the total for a cumulative metric)."""
@@ -95,6 +95,9 @@ class Metrics:
         return {m.name: m.value for m in self._metrics.values() if m.cumulative}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
+        """Totals of a checkpoint; a metric a logger declares only when the run starts gets its total then."""
         for name, value in state.items():
             if name in self._metrics and self._metrics[name].cumulative:
                 self._metrics[name].value = float(value)
+            elif name not in self._metrics:
+                self._restored[name] = float(value)
