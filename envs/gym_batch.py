@@ -8,47 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import gymnasium
 import numpy as np
 
+from envs.batch import GYM_RESET_STREAM, EpisodeTracker, StepResult, simulator_seed_sequence
+from envs.gym_env import make_learner_env, step_envs
 from envs.sim_workers import SimWorker
-from envs.batch import (
-    GYM_RESET_STREAM,
-    EpisodeTracker,
-    StepResult,
-    simulator_seed_sequence,
-    task_seed_for,
-)
-
-DIFFDAC_NAMESPACE = "diffdac/"
-
-
-def make_learner_env(
-    env_id: str,
-    seed: int,
-    learner: int,
-    task_seeding: str = "keyed",
-    render_mode: str | None = None,
-    **task_options: object,
-) -> gymnasium.Env:
-    """Learner `learner`'s env: its own task for diffdac ids (with `task_options` such as
-    mass_scaling), the one standard task otherwise."""
-    render = {} if render_mode is None else {"render_mode": render_mode}
-    if env_id.startswith(DIFFDAC_NAMESPACE):
-        return gymnasium.make(env_id, task_seed=task_seed_for(seed, learner, task_seeding), **render, **task_options)
-    return gymnasium.make(env_id, **render)
-
-
-def step_envs(
-    envs: Sequence[gymnasium.Env],
-    actions: np.ndarray,
-    obs: np.ndarray,
-    final_obs: np.ndarray,
-    reward: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
-) -> None:
-    """Step each env with its action into the given rows; one that ends is reset in the same step (SAME_STEP)."""
-    for i, env in enumerate(envs):
-        final_obs[i], reward[i], terminated[i], truncated[i], _ = env.step(actions[i])
-        obs[i] = env.reset()[0] if terminated[i] or truncated[i] else final_obs[i]
 
 
 class GymTaskBatch:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from envs import BatchedAcrobot, GymTaskBatch, is_batched_acrobot, make_task_batch
-from envs.gym_batch import make_learner_env
+from envs.gym_env import make_learner_env
 from envs.sim_workers import SimWorker, WorkerError
 
 K, E = 2, 2

@@ -20,7 +20,7 @@ from diffdac.config import TrainConfig
 from diffdac.errors import ConfigError
 from envs.acrobot import apply_task
 from envs.factory import is_batched_acrobot
-from envs.gym_batch import make_learner_env
+from envs.gym_env import make_learner_env
 from envs.mujoco_tasks import is_mujoco_variant
 
 NEEDS = {"moviepy": "moviepy", "pygame": "pygame (for the Acrobot)"}
