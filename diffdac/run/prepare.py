@@ -132,7 +132,7 @@ def memory_sizes(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.S
     """What one process of this run holds: its block of learners under torchrun, every learner otherwise."""
     world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
     method = method_class(config.method)
-    kind = "batched" if envs.is_batched_acrobot(config.env) else "mujoco" if envs.needs_mujoco(config.env) else "gym"
+    kind = envs.family_of(config.env).simulator_kind
     return limits.Sizes(
         learners=-(-config.num_learners // world),
         total_learners=config.num_learners,
@@ -251,16 +251,17 @@ def make_tasks(config: TrainConfig, learner_ids: np.ndarray, envs_per_learner: i
     """The task batch of these learners; an id gymnasium cannot make is bad input, named in one line."""
     sims = config.envs_per_learner if envs_per_learner is None else envs_per_learner
     try:
-        return envs.make_task_batch(
+        spec = envs.TaskSpec(
             config.env,
             config.seed,
             learner_ids,
             sims,
-            config.task_seeding,
-            config.mass_scaling,
-            config.sim_threads,
-            config.sim_processes,
+            task_seeding=config.task_seeding,
+            mass_scaling=config.mass_scaling,
+            sim_threads=config.sim_threads,
+            sim_processes=config.sim_processes,
         )
+        return envs.make_task_batch(spec)
     except envs.WorkerError as err:
         raise TrainingError(str(err)) from None
     except ValueError as err:

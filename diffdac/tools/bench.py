@@ -208,9 +208,8 @@ def task_batch_steps_per_s(
     """Env steps/s of a learners x sims task batch (what `diffdac train` steps), all simulators per call."""
     import envs
 
-    batch = envs.make_task_batch(
-        env_id, seed, list(range(learners)), sims, sim_threads=threads, sim_processes=processes
-    )
+    spec = envs.TaskSpec(env_id, seed, range(learners), sims, sim_threads=threads, sim_processes=processes)
+    batch = envs.make_task_batch(spec)
     actions = random_actions(batch.action_space, (max(1, steps // (learners * sims)), learners, sims), seed)
     batch.reset()
     start = time.perf_counter()
@@ -235,11 +234,11 @@ def mujoco(args: argparse.Namespace) -> list[Row]:
     stepped, and trained on, that way, against itself on one core. The set-ups are measured in
     turn in every repeat, so a busy moment costs all of them alike.
     """
-    import envs.mujoco_tasks
+    import envs
 
     env_id = args.env or MUJOCO_ENV
     try:
-        peer = envs.mujoco_tasks.stock_id(env_id)
+        peer = envs.stock_id(env_id)
     except ValueError as err:
         raise ConfigError(f"--scenario mujoco: {err}") from None
     learners, sims = args.num_learners, args.envs_per_learner
