@@ -23,14 +23,13 @@ from diffdac.options import flag as _flag
 from diffdac.options import has_type as _has_type
 from diffdac.options import option as opt
 from diffdac.options import type_name as _type_name
+from envs import MASS_SCALINGS, TASK_SEEDINGS
 from topologies.names import TOPOLOGY_NAMES
 
 NORMALIZE_CHOICES = ("obs", "reward")
 DEVICES = ("cpu", "cuda")
 BACKENDS = ("gloo", "nccl")
 TIME_LIMITS = ("bootstrap", "terminal")
-TASK_SEEDINGS = ("keyed", "original")  # envs.batch.task_seed_for
-MASS_SCALINGS = ("body-mass", "mass-and-inertia")  # envs.mujoco.build_model
 MAX_SEED = 2**63 - 1  # seeds fold into 64-bit keys; torch generators take signed 64-bit values
 
 

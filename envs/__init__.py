@@ -6,7 +6,7 @@ envs.registry.
 """
 
 from envs.acrobot import BatchedAcrobot, sample_acrobot_task
-from envs.batch import StepResult, TaskBatch, task_seed_for
+from envs.batch import MASS_SCALINGS, TASK_SEEDINGS, StepResult, TaskBatch, task_seed_for
 from envs.family import TaskFamily
 from envs.gym_batch import GymTaskBatch
 from envs.registry import family_of, needs_mujoco, register, stock_id
@@ -20,6 +20,8 @@ def make_task_batch(spec: TaskSpec) -> TaskBatch:
 
 
 __all__ = [
+    "MASS_SCALINGS",
+    "TASK_SEEDINGS",
     "BatchedAcrobot",
     "GymTaskBatch",
     "StepResult",
