@@ -74,3 +74,20 @@ def test_the_check_sees_an_upward_import(tmp_path):
     fake = tmp_path / "x.py"
     fake.write_text("def f():\n    from diffdac.run.training import train\n")
     assert [n for n in _imports(fake) if (_layer(n) or 0) > LAYERS["diffdac.learners"]] != []
+
+
+def test_the_public_api_loads_on_first_use_and_import_diffdac_loads_nothing():
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, diffdac; assert 'torch' not in sys.modules and 'diffdac.config' not in sys.modules; "
+        "from diffdac import TrainConfig, train, load_policy; "
+        "assert callable(diffdac.checkpoint.gather) and callable(diffdac.results.load_run); "
+        "print(diffdac.__version__)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    from importlib import metadata
+
+    assert out.stdout.strip() == metadata.version("diffdac")
