@@ -28,7 +28,8 @@ def _rows(seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         ("top-k:0.01", torch.float64, 10 * (8 + 4)),
         ("random-k:0.1", torch.float32, 100 * 4),  # values only: receivers draw the same entries
         ("qsgd:4", torch.float32, 4 + P * 4 // 8),  # one float32 scale and 4 bits per entry
-        ("qsgd:3", torch.float32, 4 + math.ceil(P * 3 / 8)),
+        ("qsgd:3", torch.float32, 4 + 3 * math.ceil(P / 8)),  # bit planes of ceil(P / 8) bytes each
+        ("qsgd:5", torch.float64, 8 + 5 * P // 8),
         ("sign", torch.float32, 4 + P // 8),  # one scale and a bit per entry
     ],
 )
@@ -124,7 +125,7 @@ def test_sign_sends_the_signs_and_the_mean_magnitude():
 def test_bits_pack_and_unpack_for_any_width():
     codes = torch.randint(0, 8, (2, 13), generator=torch.Generator().manual_seed(0))
     packed = compress.pack_bits(codes, 3)
-    assert packed.shape == (2, math.ceil(13 * 3 / 8))
+    assert packed.shape == (2, 3 * 2)  # three bit planes of two bytes
     assert torch.equal(compress.unpack_bits(packed, 13, 3), codes)
 
 

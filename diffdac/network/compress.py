@@ -39,21 +39,33 @@ def _itemsize(dtype: torch.dtype) -> int:
 
 
 def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Unsigned codes `[K, P]` below 2**bits -> `[K, ceil(P * bits / 8)]` bytes, least significant bit first."""
+    """Unsigned codes `[K, P]` below 2**bits -> `[K, bits * ceil(P / 8)]` bytes: bit plane b of every entry, then b + 1.
+
+    Plane by plane, so the largest temporary is one byte per entry (at 1,024 learners a bit per
+    entry as int64 would be hundreds of MB).
+    """
     k, p = codes.shape
-    shifts = torch.arange(bits, device=codes.device)
-    planes = ((codes.to(torch.int64).unsqueeze(-1) >> shifts) & 1).reshape(k, p * bits)
-    planes = torch.nn.functional.pad(planes, (0, (-p * bits) % 8)).reshape(k, -1, 8)
-    weights = 1 << torch.arange(8, device=codes.device)
-    return (planes * weights).sum(-1).to(torch.uint8)
+    planes = []
+    for b in range(bits):
+        plane = ((codes >> b) & 1).to(torch.uint8)
+        plane = torch.nn.functional.pad(plane, (0, (-p) % 8)).reshape(k, -1, 8)
+        packed = plane[..., 0].clone()
+        for j in range(1, 8):
+            packed |= plane[..., j] << j
+        planes.append(packed)
+    return torch.cat(planes, dim=1)
 
 
 def unpack_bits(packed: torch.Tensor, width: int, bits: int) -> torch.Tensor:
-    """The inverse of `pack_bits`: `[K, B]` bytes -> int64 codes `[K, width]`."""
-    k = packed.shape[0]
-    planes = (packed.to(torch.int64).unsqueeze(-1) >> torch.arange(8, device=packed.device)) & 1
-    planes = planes.reshape(k, -1)[:, : width * bits].reshape(k, width, bits)
-    return (planes << torch.arange(bits, device=packed.device)).sum(-1)
+    """The inverse of `pack_bits`: `[K, bits * ceil(width / 8)]` bytes -> int64 codes `[K, width]`."""
+    k, per_plane = packed.shape[0], math.ceil(width / 8)
+    codes = torch.zeros((k, width), dtype=torch.int64, device=packed.device)
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
+    for b in range(bits):
+        chunk = packed[:, b * per_plane : (b + 1) * per_plane]
+        plane = ((chunk.unsqueeze(-1) >> shifts) & 1).reshape(k, -1)[:, :width]
+        codes |= plane.to(torch.int64) << b
+    return codes
 
 
 class Compressor:
@@ -151,12 +163,20 @@ class RandomK(Sparse):
     def row_bytes(self, width: int, dtype: torch.dtype) -> int:
         return self.count(width) * _itemsize(dtype)
 
+    def __init__(self, spec: str, seed: int, fraction: float) -> None:
+        super().__init__(spec, seed, fraction)
+        self._last: tuple[tuple, torch.Tensor] | None = None  # a round's entries: in one process decode reuses encode's
+
     def indices(self, learners: np.ndarray, round_index: int, width: int, device: torch.device) -> torch.Tensor:
         """The k entries of each learner's row in this round, ascending: `[K, k]` int64."""
+        key = (round_index, width, str(device), np.asarray(learners).tobytes())
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         draws = noise.uniform(self.seed, RANDOM_K_STREAM, np.asarray(learners), 1, round_index, draws=width)[:, 0, :]
         k = self.count(width)
-        chosen = np.sort(np.argpartition(draws, k - 1, axis=1)[:, :k], axis=1)
-        return torch.from_numpy(chosen).to(device)
+        chosen = torch.from_numpy(np.sort(np.argpartition(draws, k - 1, axis=1)[:, :k], axis=1)).to(device)
+        self._last = (key, chosen)
+        return chosen
 
     def encode(self, rows: torch.Tensor, learners: np.ndarray, round_index: int) -> torch.Tensor:
         values = rows.gather(1, self.indices(learners, round_index, rows.shape[1], rows.device))
@@ -170,7 +190,8 @@ class RandomK(Sparse):
 class QSGD(Compressor):
     """`qsgd:B`: QSGD's stochastic quantisation (Alistarh et al. 2017) with B bits per entry and one scale per row.
 
-    An entry is a sign bit and a level in 0..s, s = 2^(B-1) - 1, rounded up with probability the
+    An entry is a sign bit and a level in 0..s, s = 2^(B-1) - 1 (sent as B bit planes of ceil(P / 8)
+    bytes after the float scale), rounded up with probability the
     remainder of s|v_i|/||v||_2 (keyed draws), so Q(v) = ||v|| sign(v) level / s is unbiased.
     The message carries ||v|| / (s tau), tau = 1 + min(P / s^2, sqrt(P) / s), the scaling CHOCO's
     paper (Koloskova et al. 2019, its qsgd_s) applies to make Q a contraction in expectation: the
@@ -186,7 +207,7 @@ class QSGD(Compressor):
         return 1.0 + min(width / s**2, math.sqrt(width) / s)
 
     def row_bytes(self, width: int, dtype: torch.dtype) -> int:
-        return _itemsize(dtype) + math.ceil(width * self.bits / 8)
+        return _itemsize(dtype) + self.bits * math.ceil(width / 8)
 
     def encode(self, rows: torch.Tensor, learners: np.ndarray, round_index: int) -> torch.Tensor:
         width, s = rows.shape[1], self.levels
@@ -194,8 +215,8 @@ class QSGD(Compressor):
         norm = v.square().sum(1, keepdim=True).sqrt()
         ratio = torch.where(norm > 0, v.abs() * s / norm.clamp_min(1e-300), torch.zeros_like(v))
         draws = noise.uniform(self.seed, QSGD_STREAM, np.asarray(learners), 1, round_index, draws=width)[:, 0, :]
-        level = torch.floor(ratio + torch.from_numpy(draws).to(v.device)).clamp_(0, s).to(torch.int64)
-        codes = level | ((v < 0).to(torch.int64) << (self.bits - 1))
+        level = torch.floor(ratio + torch.from_numpy(draws).to(v.device)).clamp_(0, s).to(torch.int32)
+        codes = level | ((v < 0).to(torch.int32) << (self.bits - 1))
         scale = (norm / (s * self.tau(width))).to(rows.dtype)
         return torch.cat([_bytes(scale), pack_bits(codes, self.bits)], dim=1)
 
@@ -218,7 +239,7 @@ class Sign(Compressor):
 
     def encode(self, rows: torch.Tensor, learners: np.ndarray, round_index: int) -> torch.Tensor:
         scale = rows.double().abs().mean(1, keepdim=True).to(rows.dtype)
-        return torch.cat([_bytes(scale), pack_bits((rows < 0).to(torch.int64), 1)], dim=1)
+        return torch.cat([_bytes(scale), pack_bits((rows < 0).to(torch.uint8), 1)], dim=1)
 
     def decode(self, message, learners, round_index, width, dtype) -> torch.Tensor:
         scale, end = _typed(message, 0, 1, dtype)
