@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import topologies
-from diffdac.errors import ConfigError
+from diffdac.errors import ConfigError, ResumeError
 from diffdac.network import compress
 from diffdac.network.comm import Communicator
 from diffdac.network.methods.base import Method, Mixer
@@ -103,11 +103,16 @@ class ChocoGossip(Mixer):
         return x.sub(own, alpha=self.step).add_(self.combiner.combine(public), alpha=self.step)
 
     def state_dict(self) -> dict:
-        return {"public": None if self.public is None else self.public.cpu()}
+        """The public copies and whose they are (a rank holds its learners' and their neighbours')."""
+        public = None if self.public is None else self.public.cpu()
+        return {"public": public, "public_ids": torch.from_numpy(self.buffer_ids)}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("public") is not None:
-            self.public = state["public"].to(self.device)
+        if state.get("public") is None:
+            return
+        if not np.array_equal(state["public_ids"].numpy(), self.buffer_ids):
+            raise ResumeError("the checkpoint's public copies are of other learners: resume with the run's graph")
+        self.public = state["public"].to(self.device)
 
 
 class Choco(Method):
