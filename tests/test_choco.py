@@ -158,16 +158,48 @@ def _env(**extra: str) -> dict[str, str]:
     return {**{k: v for k, v in os.environ.items() if k not in names}, "OMP_NUM_THREADS": "1", **extra}
 
 
-CLI = ["--method", "choco", "--num-learners", "5", "--envs-per-learner", "1", "--hidden", "8", "--total-steps",
-       "3000", "--log-interval", "500", "--normalize", "obs,reward", "--lr", "0.01", "--no-progress"]
+CLI = [
+    "--method",
+    "choco",
+    "--num-learners",
+    "5",
+    "--envs-per-learner",
+    "1",
+    "--hidden",
+    "8",
+    "--total-steps",
+    "3000",
+    "--log-interval",
+    "500",
+    "--normalize",
+    "obs,reward",
+    "--lr",
+    "0.01",
+    "--no-progress",
+]
 
 
 @pytest.mark.parametrize("spec", ["random-k:0.2", "qsgd:4"])
 def test_random_k_and_qsgd_give_the_same_numbers_in_one_process_and_two(tmp_path, spec):
     args = [*CLI, "--compress", spec, "--consensus-step", "0.1"]
     assert main(["train", *args, "--log-dir", str(tmp_path / "one")]) == 0
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-               "--master-port", str(_free_port()), "-m", "diffdac", "train", *args, "--log-dir", str(tmp_path / "two")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "diffdac",
+        "train",
+        *args,
+        "--log-dir",
+        str(tmp_path / "two"),
+    ]
     done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert torch.equal(checkpoint.gather(tmp_path / "one"), checkpoint.gather(tmp_path / "two"))

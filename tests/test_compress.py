@@ -135,7 +135,9 @@ def test_a_zero_row_decodes_to_zero():
         assert torch.equal(compress.parse(spec).compress(zeros, LEARNERS, 0)[1], zeros), spec
 
 
-@pytest.mark.parametrize("spec", ["", "top-k", "top-k:0", "top-k:1.5", "top-k:x", "qsgd:1", "qsgd:17", "sign:2", "gzip"])
+@pytest.mark.parametrize(
+    "spec", ["", "top-k", "top-k:0", "top-k:1.5", "top-k:x", "qsgd:1", "qsgd:17", "sign:2", "gzip"]
+)
 def test_a_bad_spec_is_one_config_error(spec):
     with pytest.raises(ConfigError, match="is not a compressor"):
         compress.parse(spec)

@@ -29,9 +29,7 @@ from topologies import Reads
 
 @dataclass
 class ChocoOptions(MethodOptions):
-    compress: str = option(
-        "top-k:0.1", f"choco: how each learner compresses x - x̂ before sending it: {compress.SPECS}"
-    )
+    compress: str = option("top-k:0.1", f"choco: how each learner compresses x - x̂ before sending it: {compress.SPECS}")
     consensus_step: float = option(0.2, "choco: the consensus step γ of x += γ Σ_j w_ij (x̂_j - x̂_i), in (0, 1]")
 
     def check(self, run: RunConfig) -> None:
@@ -58,7 +56,9 @@ class ChocoGossip(Mixer):
     ) -> None:
         super().__init__(config, comm, learner_ids, device)
         src, dst = reads
-        self.combiner = Combiner(*topologies.weights_from_edges(src, dst, config.num_learners, config.weights), learner_ids, device)
+        self.combiner = Combiner(
+            *topologies.weights_from_edges(src, dst, config.num_learners, config.weights), learner_ids, device
+        )
         self.buffer_ids = self.combiner.buffer_ids
         self.local_rows = torch.from_numpy(np.searchsorted(self.buffer_ids, learner_ids)).to(device)
         self.compressor = compress.parse(options.compress, config.seed)
