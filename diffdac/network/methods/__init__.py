@@ -15,12 +15,13 @@ import networkx as nx
 from diffdac.errors import ConfigError
 from diffdac.network.methods.base import Method, Mixer
 from diffdac.network.methods.centralized import Centralized, CentralizedA2C
+from diffdac.network.methods.choco import Choco
 from diffdac.network.methods.diffusion import DiffA2C, Diffusion
 from diffdac.network.methods.gala import Gala, PushSum
 from diffdac.network.methods.isolated import Isolated
 from diffdac.options import RunConfig
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (DiffA2C, CentralizedA2C, Isolated, Gala)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (DiffA2C, CentralizedA2C, Isolated, Gala, Choco)}
 
 
 def method_class(name: str) -> type[Method]:
