@@ -129,3 +129,28 @@ def test_random_schedule_link_drops_count_the_links_that_work():
         links.append(mixer.links)
     assert 0 < sum(links) < 8 * 9
     assert metrics.row(lambda t: t)["bytes_sent"] == sum(links) * 2 * 40 / 6
+
+
+# ---------------------------------------------------------------- reading it: plot --x bytes, the table
+
+
+def test_plot_draws_score_against_bytes_on_a_log_axis_and_the_table_gives_mb_per_learner(tmp_path):
+    from diffdac.cli import build_parser
+    from diffdac.tools import plot, results
+
+    for name, topology in (("ring", "ring"), ("full", "full")):
+        _train(tmp_path, name, topology=topology, total_steps=8000)
+    runs = results.load_runs([tmp_path / "ring", tmp_path / "full"])
+    args = build_parser().parse_args(
+        ["plot", str(tmp_path / "ring"), str(tmp_path / "full"), "--x", "bytes", "--bin-steps", "2000"]
+    )
+    ax = plot.draw(runs, args).axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "bytes sent per learner"
+    ring, full = (line.get_xdata() for line in ax.get_lines())
+    rounds = 8000 // 40
+    assert max(ring) <= rounds * 2 * PARAMS * 4 and max(full) <= rounds * 3 * PARAMS * 4
+    np.testing.assert_allclose(np.asarray(full) / np.asarray(ring), 1.5)  # three neighbours against two
+    table = results.summary(runs, 2000).set_index("curve")
+    assert table.loc["ring", "mb_sent"] == rounds * 2 * PARAMS * 4 / 1e6
+    assert table.loc["full", "mb_sent"] == rounds * 3 * PARAMS * 4 / 1e6
+    assert "MB sent per learner" in results.readable(table.reset_index()).columns
