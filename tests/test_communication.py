@@ -59,8 +59,9 @@ CASES = {
 def test_the_bytes_reported_are_the_bytes_the_ranks_sent(tmp_path, case):
     n = 3
     run_dir = tmp_path / "run"
-    _torchrun(n, str(PROBE), str(tmp_path), "train", "--num-learners", str(n), *TINY, *CASES[case],
-              "--log-dir", str(run_dir))
+    _torchrun(
+        n, str(PROBE), str(tmp_path), "train", "--num-learners", str(n), *TINY, *CASES[case], "--log-dir", str(run_dir)
+    )
     moved = sum(json.loads((tmp_path / f"rank{r}.json").read_text())["bytes_sent"] for r in range(n))
     reported = pd.read_csv(run_dir / "progress.csv")["bytes_sent"].iloc[-1] * n
     assert moved > 0 and reported == moved
@@ -85,6 +86,8 @@ def test_a_schedule_gives_the_same_numbers_in_one_process_and_two(tmp_path, sche
     assert main([*options, "--log-dir", str(tmp_path / "one")]) == 0
     _torchrun(2, "-m", "diffdac", *options, "--log-dir", str(tmp_path / "two"))
     assert torch.equal(checkpoint.gather(tmp_path / "one"), checkpoint.gather(tmp_path / "two"))
-    one, two = (pd.read_csv(tmp_path / r / "progress.csv").drop(columns=["time", "steps_per_s"]) for r in ("one", "two"))
+    one, two = (
+        pd.read_csv(tmp_path / r / "progress.csv").drop(columns=["time", "steps_per_s"]) for r in ("one", "two")
+    )
     pd.testing.assert_frame_equal(one, two)
     assert one["bytes_sent"].iloc[-1] > 0

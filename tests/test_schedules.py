@@ -19,7 +19,6 @@ from diffdac.config import TrainConfig
 from diffdac.network.comm import LocalCommunicator
 from diffdac.network.methods import method_for
 from diffdac.run import checkpoint
-from diffdac.run.training import train
 from topologies.combination import second_largest_eigenvalue_modulus
 
 
@@ -54,8 +53,10 @@ def test_random_rounds_depend_on_seed_and_round_only():
         a, b = make(5), make(5)
         for r in (7, 0, 3, 7):  # any order of asking, as after a resume
             assert all(np.array_equal(x, y) for x, y in zip(a.reads(r), b.reads(r)))
-        assert not np.array_equal(_adjacency(make(5).reads(0), 9 if a.kind == "random-matching" else 8),
-                                  _adjacency(make(6).reads(0), 9 if a.kind == "random-matching" else 8))
+        assert not np.array_equal(
+            _adjacency(make(5).reads(0), 9 if a.kind == "random-matching" else 8),
+            _adjacency(make(6).reads(0), 9 if a.kind == "random-matching" else 8),
+        )
 
 
 def test_a_sequence_repeats_with_its_length_and_the_exponential_graph_is_gala_s():
@@ -131,8 +132,11 @@ def test_a_sequence_run_keeps_its_copy_and_resumes_from_it_exactly(tmp_path):
 def test_a_sequence_differs_from_its_union_and_a_random_schedule_from_the_full_graph(tmp_path):
     spec = ",".join(map(str, _sequence_files(tmp_path)))
     runs = {}
-    for name, graph in (("seq", ["--adjacency", spec]), ("match", ["--topology", "random-matching"]),
-                        ("full", ["--topology", "full"])):
+    for name, graph in (
+        ("seq", ["--adjacency", spec]),
+        ("match", ["--topology", "random-matching"]),
+        ("full", ["--topology", "full"]),
+    ):
         assert main(["train", *SMALL, *graph, "--total-steps", "2000", "--log-dir", str(tmp_path / name)]) == 0
         runs[name] = checkpoint.gather(tmp_path / name)
     assert not torch.equal(runs["seq"], runs["full"]) and not torch.equal(runs["match"], runs["full"])
@@ -170,9 +174,20 @@ def test_a_bad_schedule_is_one_line_and_exit_status_2(tmp_path, what, value, mes
         spec = str(tmp_path / "bad.npy")
         np.save(spec, value)
     result = subprocess.run(
-        [sys.executable, "-m", "diffdac", "train", "--adjacency", spec, "--num-learners", "2", "--log-dir",
-         str(tmp_path / "run")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "diffdac",
+            "train",
+            "--adjacency",
+            spec,
+            "--num-learners",
+            "2",
+            "--log-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr

@@ -99,14 +99,24 @@ class DiffusionOptions(Faults):
             except topologies.TopologyError as err:
                 raise ConfigError(str(err)) from None
         elif self.degree is not None:
-            raise ConfigError(f"--degree {self.degree} is the degree of --topology random-regular: drop it or use that topology")
-        changing = topology in RANDOM_SCHEDULES or (
-            getattr(run, "adjacency", None) is not None and topologies.adjacency_rounds(run.adjacency) > 1
-        )
-        if changing and self.max_staleness > 0:
+            raise ConfigError(
+                f"--degree {self.degree} is the degree of --topology random-regular: drop it or use that topology"
+            )
+        if self.max_staleness > 0 and self._changing(run, topology):
             raise ConfigError(
                 "--max-staleness needs a fixed graph: a graph that changes every round has no standing links to delay"
             )
+
+    @staticmethod
+    def _changing(run: RunConfig, topology: str | None) -> bool:
+        """Whether the run's graph changes from round to round (a random schedule or a sequence)."""
+        adjacency = getattr(run, "adjacency", None)
+        try:
+            return topology in RANDOM_SCHEDULES or (
+                adjacency is not None and topologies.adjacency_rounds(adjacency) > 1
+            )
+        except topologies.TopologyError as err:
+            raise ConfigError(str(err)) from None
 
 
 class Diffusion(Mixer):
@@ -156,7 +166,11 @@ class Diffusion(Mixer):
     def _planned(self, src: np.ndarray, dst: np.ndarray) -> tuple[Combiner, int, int]:
         """A round's Combiner, how many of its reads this process's rows serve, and its links."""
         weights = topologies.round_weights(src, dst, self.config.num_learners, self.config.weights)
-        return Combiner(*weights, self.learner_ids, self.device), int(np.isin(src, self.learner_ids).sum()), len(src) // 2
+        return (
+            Combiner(*weights, self.learner_ids, self.device),
+            int(np.isin(src, self.learner_ids).sum()),
+            len(src) // 2,
+        )
 
     def combine(self, round_index: int, alive: np.ndarray, blocks: list[torch.Tensor]) -> list[torch.Tensor]:
         if self.schedule.static:
@@ -221,9 +235,9 @@ class Diffusion(Mixer):
         """Which of the fixed graph's directed reads work this round (both learners alive, the link not dropped)."""
         working = alive[self.src] & alive[self.dst]
         if self.faults.link_drop > 0:
-            draws = noise.uniform(
-                self.config.seed, noise.LINK_DROP, np.arange(self.link_id.max() + 1), 1, round_index
-            )[:, 0, 0]
+            draws = noise.uniform(self.config.seed, noise.LINK_DROP, np.arange(self.link_id.max() + 1), 1, round_index)[
+                :, 0, 0
+            ]
             working &= draws[self.link_id] >= self.faults.link_drop
         self.links = int(working.sum()) // 2
         return working
@@ -274,7 +288,11 @@ class DiffA2C(Method):
     def __init__(self, config: RunConfig, graph: nx.Graph) -> None:
         super().__init__(config, graph)
         self.schedule = topologies.schedule_for(
-            getattr(config, "topology", None), getattr(config, "adjacency", None), graph, config.seed, self.options.degree
+            getattr(config, "topology", None),
+            getattr(config, "adjacency", None),
+            graph,
+            config.seed,
+            self.options.degree,
         )
 
     def communication(self) -> list[Reads]:
