@@ -109,7 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     topo = sub.add_parser("topology", help="print a graph's adjacency, combination weights and spectral gap")
     topo.add_argument("--topology", default="ring", help=f"named graph ({', '.join(TOPOLOGY_NAMES)})")
-    topo.add_argument("--adjacency", default=None, help="adjacency literal or .npy/.csv/.txt file; replaces --topology")
+    topo.add_argument(
+        "--adjacency",
+        default=None,
+        help="adjacency literal or .npy/.csv/.txt file, or a sequence (a,b or [R,N,N] .npy); replaces --topology",
+    )
+    topo.add_argument("--degree", type=int, default=None, help="degree of --topology random-regular")
     topo.add_argument("--num-learners", type=int, default=None, help="default: the size of --adjacency, else 8")
     topo.add_argument("--weights", default="uniform", help="uniform or metropolis")
     topo.add_argument("--edge-prob", type=float, default=None)
@@ -173,6 +178,8 @@ def _extra_loggers(args: argparse.Namespace) -> list:
 
 
 def run_topology(args: argparse.Namespace) -> int:
+    import numpy as np
+
     import topologies
 
     topology = None if args.adjacency is not None else args.topology
@@ -180,7 +187,15 @@ def run_topology(args: argparse.Namespace) -> int:
     if n is None:
         n = topologies.adjacency_size(args.adjacency) if args.adjacency is not None else 8
     graph = topologies.resolve_graph(topology, args.adjacency, n, args.edge_prob, args.seed)
+    schedule = topologies.schedule_for(topology, args.adjacency, graph, args.seed, args.degree)
+    if schedule.random:  # the support is every pair: show one round's graph, the static figure beside E[C]'s
+        graph = topologies.graph_from_adjacency(schedule.matrix(0, "uniform") * (1 - np.eye(n)) > 0)
+        print("round 0's graph:")
+    elif not schedule.static:
+        print("union of the sequence's graphs:")
     print(topologies.describe(graph, args.weights))
+    if not schedule.static:
+        print("\n".join(topologies.describe_schedule(schedule, args.weights)))
     return 0
 
 

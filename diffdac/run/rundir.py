@@ -14,6 +14,8 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+import topologies
+
 from diffdac.errors import ResumeError
 from diffdac.run import provenance
 
@@ -245,8 +247,12 @@ def write_run_files(
     run_dir.mkdir(parents=True, exist_ok=True)
     stored = {k: v for k, v in config.to_dict().items() if k not in ("resume", "overwrite")}
     if config.adjacency is not None and not config.adjacency.strip().startswith("["):
-        # the matrix itself, so the run can be resumed or repeated after the file has moved or changed
-        matrix = nx.to_numpy_array(graph, nodelist=range(config.num_learners), dtype=int)
+        # the matrix itself (every matrix of a sequence), so the run can be resumed or repeated after the
+        # file has moved or changed
+        if topologies.adjacency_rounds(config.adjacency) > 1:
+            matrix = topologies.read_adjacencies(config.adjacency, config.num_learners).astype(int)
+        else:
+            matrix = nx.to_numpy_array(graph, nodelist=range(config.num_learners), dtype=int)
         stored.update(adjacency=json.dumps(matrix.tolist(), separators=(",", ":")), adjacency_file=config.adjacency)
     write_json(
         run_dir / "config.json",

@@ -17,6 +17,11 @@ from topologies import Reads
 NO_READS: Reads = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
 
+def row_bytes(blocks: list[torch.Tensor]) -> int:
+    """Bytes of one learner's row of every block `[K, X]`, at the dtype each moves in."""
+    return sum(b.shape[1] * b.element_size() for b in blocks)
+
+
 class Mixer:
     """What a method does after every adapt step (and to the gradient before it). This base moves nothing."""
 
@@ -24,6 +29,7 @@ class Mixer:
 
     def __init__(self, config: RunConfig, comm: Communicator, learner_ids: np.ndarray, device: torch.device) -> None:
         self.config, self.comm, self.learner_ids, self.device = config, comm, learner_ids, device
+        self.metrics: Metrics | None = None  # the run's, once declared; a mixer driven alone reports nothing
 
     def start(self, params: torch.Tensor) -> None:
         """Called once on the initial parameters."""
@@ -36,8 +42,10 @@ class Mixer:
 
     def sent(self, nbytes: int) -> None:
         """Bytes this process's learners sent in this round, summed over them (progress.csv's bytes_sent is
-        the network's mean per learner, cumulative)."""
-        self.metrics.record("bytes_sent", nbytes)
+        the network's mean per learner, cumulative). Count what a learner's messages carry at the dtype they
+        move in, learner to learner, so the figure does not depend on how learners are grouped into processes."""
+        if self.metrics is not None:
+            self.metrics.record("bytes_sent", nbytes)
 
     def reduce_gradient(self, grad: torch.Tensor) -> None:
         """Called on the per-learner gradients `[K, P]` before clipping and the optimizer step."""
@@ -75,7 +83,8 @@ class Method:
         self.options = self.Options.of(config)
 
     def communication(self) -> list[Reads]:
-        """The communication graphs of a run, one exchange plan each (directed: dst reads src's row)."""
+        """The communication graphs of a run, one exchange plan each made at connect time (directed: dst
+        reads src's row); a mixer whose graph is drawn every round plans that round with `comm.plan`."""
         return [NO_READS]
 
     def logged_graph(self) -> nx.Graph:
