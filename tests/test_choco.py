@@ -243,3 +243,13 @@ def test_uniform_weights_on_an_irregular_graph_are_refused_and_metropolis_accept
 def test_faults_and_bad_options_are_refused(tmp_path, option, message):
     with pytest.raises(ConfigError, match=message):
         _run(tmp_path / "run", **option)
+
+
+@pytest.mark.parametrize(
+    "graph",
+    [dict(topology="random-matching"), dict(topology=None, adjacency="[[[0,1],[1,0]],[[0,1],[1,0]]]")],
+    ids=["random-matching", "sequence"],
+)
+def test_a_graph_that_changes_every_round_is_refused(graph):
+    with pytest.raises(ConfigError, match="one fixed graph"):
+        TrainConfig(method="choco", num_learners=2, **graph).validate()

@@ -22,6 +22,7 @@ from diffdac.errors import ConfigError, ResumeError
 from diffdac.network import compress
 from diffdac.network.comm import Communicator
 from diffdac.network.methods.base import Method, Mixer
+from diffdac.network.methods.diffusion import changing_graph
 from diffdac.network.mixing import Combiner
 from diffdac.options import MethodOptions, RunConfig, option
 from topologies import Reads
@@ -33,6 +34,12 @@ class ChocoOptions(MethodOptions):
     consensus_step: float = option(0.2, "choco: the consensus step γ of x += γ Σ_j w_ij (x̂_j - x̂_i), in (0, 1]")
 
     def check(self, run: RunConfig) -> None:
+        topology = None if getattr(run, "adjacency", None) is not None else getattr(run, "topology", None)
+        if changing_graph(run, topology):
+            raise ConfigError(
+                "--method choco keeps public copies along the links of one fixed graph: give a fixed --topology "
+                "or a single --adjacency matrix, not a graph that changes every round"
+            )
         compress.parse(self.compress)
         step = self.consensus_step
         if isinstance(step, bool) or not isinstance(step, (int, float)) or not 0 < step <= 1:

@@ -102,21 +102,19 @@ class DiffusionOptions(Faults):
             raise ConfigError(
                 f"--degree {self.degree} is the degree of --topology random-regular: drop it or use that topology"
             )
-        if self.max_staleness > 0 and self._changing(run, topology):
+        if self.max_staleness > 0 and changing_graph(run, topology):
             raise ConfigError(
                 "--max-staleness needs a fixed graph: a graph that changes every round has no standing links to delay"
             )
 
-    @staticmethod
-    def _changing(run: RunConfig, topology: str | None) -> bool:
-        """Whether the run's graph changes from round to round (a random schedule or a sequence)."""
-        adjacency = getattr(run, "adjacency", None)
-        try:
-            return topology in RANDOM_SCHEDULES or (
-                adjacency is not None and topologies.adjacency_rounds(adjacency) > 1
-            )
-        except topologies.TopologyError as err:
-            raise ConfigError(str(err)) from None
+
+def changing_graph(run: RunConfig, topology: str | None) -> bool:
+    """Whether the run's graph changes from round to round (a random schedule or a sequence)."""
+    adjacency = getattr(run, "adjacency", None)
+    try:
+        return topology in RANDOM_SCHEDULES or (adjacency is not None and topologies.adjacency_rounds(adjacency) > 1)
+    except topologies.TopologyError as err:
+        raise ConfigError(str(err)) from None
 
 
 class Diffusion(Mixer):
