@@ -13,6 +13,7 @@ A sweep file (TOML) names the runs' options and the grid:
     [sweep]                                # lrs = [...], seeds = [...], total_steps, final_window (default a tenth)
     [best]                                 # seeds = [...], total_steps, final_window: the comparison at the best rates
     [variants.ring]                        # one table per method: its own options (method, topology, ...)
+                                           # lr = X pins its rate (tuned in an earlier sweep): no sweep runs
 
 Every run is one `diffdac train` in its own directory. A complete run of the same options is kept;
 an incomplete one is resumed from its last checkpoint, so a sweep cut short loses at most the
@@ -166,6 +167,9 @@ def jobs(
     out = []
     for seed in settings["seeds"]:
         for variant in variants:
+            pinned = "lr" in sweep.variants[variant]
+            if stage == "sweep" and pinned:
+                continue
             for lr in settings["lrs"] if stage == "sweep" else [rates[variant]]:
                 options = {
                     **sweep.train,
@@ -176,6 +180,11 @@ def jobs(
                 }
                 out.append(Job(variant, float(lr), int(seed), (*base, *flags(options), "--threads=1", "--no-progress")))
     return out
+
+
+def pinned_rates(sweep: Sweep) -> dict[str, float]:
+    """The variants whose learning rate the sweep file fixes (`lr = ...`), tuned in an earlier sweep."""
+    return {name: float(options["lr"]) for name, options in sweep.variants.items() if "lr" in options}
 
 
 def expected_config(job: Job) -> dict[str, Any]:
@@ -530,7 +539,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             best = report_sweep(sweep, sweep_settings, sweep_jobs, runs_root / "sweep", out_dir)
             settings = stage_settings(sweep, "best", args.quick)
-            todo = jobs(sweep, "best", settings, dict(zip(best["variant"], best["lr"])), only)
+            todo = jobs(sweep, "best", settings, {**dict(zip(best["variant"], best["lr"])), **pinned_rates(sweep)}, only)
             if not args.report_only:
                 train_all(todo, runs_root / "best", args.jobs, settings["final_window"])
             report_best(sweep, settings, todo, runs_root / "best", out_dir)
