@@ -7,8 +7,11 @@ rank hosts it, and every process runs one torch thread.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -94,11 +97,35 @@ def _assert_same_run(expected: Path, actual: Path) -> None:
         pd.testing.assert_frame_equal(episodes[name], other[name], check_exact=True)
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Hold an exclusive lock on `path` (created if missing): one pytest-xdist worker at a time passes."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory) -> dict[str, Path]:
-    """The one-process runs every multi-process run must reproduce."""
-    root = tmp_path_factory.mktemp("single")
-    return {t: train(config_from_args(build_parser().parse_args(_train_args(root / t, t)))) for t in ("ring", "full")}
+    """The one-process runs every multi-process run must reproduce, made once for all xdist workers.
+
+    The workers of one session share the parent of their base temporary directories; the first to
+    get there trains, the others wait on the lock and reuse its finished runs.
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "single-process-runs"
+    root.mkdir(exist_ok=True)
+    with _locked(root / ".lock"):
+        for topology in ("ring", "full"):
+            finished = root / f"{topology}.finished"
+            if not finished.exists():
+                shutil.rmtree(root / topology, ignore_errors=True)  # what a worker that died on it left
+                train(config_from_args(build_parser().parse_args(_train_args(root / topology, topology))))
+                finished.touch()
+    return {t: root / t for t in ("ring", "full")}
 
 
 # ---------------------------------------------------------------- the exchange plan, no processes
@@ -332,7 +359,7 @@ def test_each_method_gives_the_same_numbers_in_one_and_two_processes(tmp_path, l
 
 def test_the_task_weighted_score_is_the_same_in_one_and_two_processes(tmp_path, launched):
     """CartPole's short episodes fill every learner's window many times over, so the windows matter."""
-    options = ("--env", "CartPole-v1", "--total-steps", "9000", "--log-interval", "3000")
+    options = ("--env", "CartPole-v1", "--total-steps", "6000", "--log-interval", "2000")
     reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *options))))
     procs = _launch(tmp_path / "run", 2, *options)
     launched.extend(procs)
@@ -349,12 +376,12 @@ def test_the_task_weighted_score_is_the_same_in_one_and_two_processes(tmp_path, 
 
 def test_one_learner_per_process_at_the_default_width_reproduces_the_one_process_run(tmp_path, launched):
     """Every rank hosts one learner: its matrix products (a batch of one) must round as in a block of learners."""
-    paper = ("--num-learners", "8", "--envs-per-learner", "4", "--hidden", "64", "--total-steps", "3200")
+    paper = ("--num-learners", "4", "--envs-per-learner", "4", "--hidden", "64", "--total-steps", "1600")
     reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *paper))))
-    procs = _launch(tmp_path / "run", 8, *paper)
+    procs = _launch(tmp_path / "run", 4, *paper)
     launched.extend(procs)
     outputs = [proc.communicate(timeout=300)[0] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0] * 8, outputs
+    assert [proc.returncode for proc in procs] == [0] * 4, outputs
     a, b = checkpoint.gather(reference), checkpoint.gather(tmp_path / "run")
     assert torch.equal(a, b)
     episodes, other = _episodes(reference), _episodes(tmp_path / "run")
