@@ -53,6 +53,9 @@ OPTIONS = [
     "obs,reward",
     "--no-progress",
 ]
+# Seconds a launch may take before a test calls it hung: starting torch in several processes on a
+# busy machine (the suite runs on every core) can take a minute; a hang is what this guards against.
+PATIENCE = 300
 LOST = re.compile(r"^diffdac: training stopped: rank \d lost peer rank \d at update \d+: \S.*$")
 
 
@@ -167,7 +170,7 @@ def test_processes_reproduce_the_one_process_run(single, tmp_path, topology, pro
         "--nproc-per-node", str(processes), "--master-addr", "127.0.0.1", "--master-port", str(_free_port())
     )
     done = subprocess.run(
-        [*command, *_train_args(run_dir, topology)], env=_env(), capture_output=True, text=True, timeout=120
+        [*command, *_train_args(run_dir, topology)], env=_env(), capture_output=True, text=True, timeout=PATIENCE
     )
     assert done.returncode == 0, done.stderr[-2000:]
     _assert_same_run(single[topology], run_dir)
@@ -209,7 +212,7 @@ def test_two_nodes_of_two_processes_reproduce_the_one_process_run(single, tmp_pa
         for node in (0, 1)
     ]
     try:
-        outputs = [node.communicate(timeout=120)[0] for node in nodes]
+        outputs = [node.communicate(timeout=PATIENCE)[0] for node in nodes]
     finally:
         for node in nodes:
             node.kill()
@@ -248,7 +251,7 @@ def launched():
         proc.communicate()
 
 
-def _wait_for_progress_rows(run_dir: Path, rows: int, deadline: float = 60) -> None:
+def _wait_for_progress_rows(run_dir: Path, rows: int, deadline: float = PATIENCE) -> None:
     progress, end = run_dir / "progress.csv", time.monotonic() + deadline
     while not (progress.exists() and len(progress.read_text().splitlines()) > rows):
         assert time.monotonic() < end, "the run never got going"
@@ -271,7 +274,7 @@ def test_a_killed_rank_stops_the_others_at_once_with_one_line(tmp_path, launched
     launched += _launch(run_dir, 3, "--total-steps", "100000000", "--dist-timeout", "3600")
     _wait_for_progress_rows(run_dir, 2)
     launched[0].send_signal(signal.SIGKILL)
-    codes, outputs = _outcomes(launched, skip=0, timeout=300)
+    codes, outputs = _outcomes(launched, skip=0, timeout=PATIENCE)
     assert codes == [1, 1], outputs
     for out in outputs:
         assert LOST.match(out.strip()) and len(out.strip().splitlines()) == 1, out
@@ -284,7 +287,7 @@ def test_a_hung_rank_stops_the_others_after_the_timeout(tmp_path, launched):
     launched += _launch(run_dir, 2, "--total-steps", "100000000", "--dist-timeout", "2")
     _wait_for_progress_rows(run_dir, 2)
     launched[1].send_signal(signal.SIGSTOP)
-    codes, outputs = _outcomes(launched, skip=1, timeout=300)
+    codes, outputs = _outcomes(launched, skip=1, timeout=PATIENCE)
     assert codes == [1], outputs
     started, failed = outputs[0].strip().splitlines()  # rank 0 says where it logs, then one line for the failure
     assert started.startswith("diffdac: 5 learners") and started.endswith(f"logs in {run_dir}")
@@ -295,7 +298,7 @@ def test_a_hung_rank_stops_the_others_after_the_timeout(tmp_path, launched):
 @pytest.mark.parametrize("bad", [["--lr", "-1"], ["--num-learners", "1"]])
 def test_bad_input_is_reported_once_by_rank_0_and_every_rank_exits_2(tmp_path, launched, bad):
     launched += _launch(tmp_path / "run", 2, *bad)
-    outputs = [proc.communicate(timeout=60)[0] for proc in launched]
+    outputs = [proc.communicate(timeout=PATIENCE)[0] for proc in launched]
     assert [proc.returncode for proc in launched] == [2, 2]
     assert outputs[0].startswith("diffdac: error: ") and len(outputs[0].splitlines()) == 1, outputs
     assert outputs[1] == ""
@@ -308,7 +311,7 @@ def test_torchrun_shows_the_error_once_and_no_traceback_of_ours(tmp_path):
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PATIENCE,
     )
     output = done.stdout + done.stderr
     assert done.returncode != 0 and output.count("diffdac: error: unrecognized arguments: --no-such-option") == 1
@@ -320,7 +323,7 @@ def test_a_killed_world_resumes_under_torchrun_to_the_one_process_run(tmp_path, 
     reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *longer))))
     run_dir = tmp_path / "run"
     launched.extend(_launch(run_dir, 2, *longer))
-    end = time.monotonic() + 60
+    end = time.monotonic() + PATIENCE
     while not (checkpoint.latest(run_dir) if (run_dir / "checkpoints").is_dir() else None):
         assert time.monotonic() < end and all(p.poll() is None for p in launched), "no checkpoint before the run ended"
         time.sleep(0.02)
@@ -330,7 +333,7 @@ def test_a_killed_world_resumes_under_torchrun_to_the_one_process_run(tmp_path, 
     assert not checkpoint.latest(run_dir).complete
     resumed = _launch(run_dir, 2, *longer, "--resume")
     launched.extend(resumed)
-    outputs = [proc.communicate(timeout=120)[0] for proc in resumed]
+    outputs = [proc.communicate(timeout=PATIENCE)[0] for proc in resumed]
     assert [proc.returncode for proc in resumed] == [0, 0], outputs
     _assert_same_run(reference, run_dir)
 
@@ -348,7 +351,7 @@ def test_each_method_gives_the_same_numbers_in_one_and_two_processes(tmp_path, l
     reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *method))))
     procs = _launch(tmp_path / "run", 2, *method)
     launched.extend(procs)
-    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    outputs = [proc.communicate(timeout=PATIENCE)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     _assert_same_run(reference, tmp_path / "run")
     progress = [
@@ -363,7 +366,7 @@ def test_the_task_weighted_score_is_the_same_in_one_and_two_processes(tmp_path, 
     reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *options))))
     procs = _launch(tmp_path / "run", 2, *options)
     launched.extend(procs)
-    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    outputs = [proc.communicate(timeout=PATIENCE)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     scores = [pd.read_csv(d / "progress.csv")["score"] for d in (reference, tmp_path / "run")]
     assert scores[0].notna().all() and len(scores[0]) == 3
@@ -380,7 +383,7 @@ def test_one_learner_per_process_at_the_default_width_reproduces_the_one_process
     reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *paper))))
     procs = _launch(tmp_path / "run", 4, *paper)
     launched.extend(procs)
-    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
+    outputs = [proc.communicate(timeout=PATIENCE)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * 4, outputs
     a, b = checkpoint.gather(reference), checkpoint.gather(tmp_path / "run")
     assert torch.equal(a, b)
