@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import gymnasium
 import numpy as np
+import pandas as pd
 import pytest
 
 from diffdac.tools import bench
@@ -14,6 +16,25 @@ from diffdac.cli import build_parser, main
 
 def _args(*argv: str):
     return build_parser().parse_args(["bench", *argv])
+
+
+def _spy(monkeypatch, name: str) -> list:
+    """Record what `bench.<name>` returns while it still measures for real, in call order."""
+    measured, real = [], getattr(bench, name)
+
+    def recording(*args, **kwargs):
+        measured.append(real(*args, **kwargs))
+        return measured[-1]
+
+    monkeypatch.setattr(bench, name, recording)
+    return measured
+
+
+def _table(text: str) -> list[dict[str, str]]:
+    """The rows of a printed table (no empty cells), keyed by its header."""
+    header, *lines = [re.split(r"\s{2,}", line.strip()) for line in text.strip().splitlines()]
+    assert all(len(cells) == len(header) for cells in lines), text
+    return [dict(zip(header, cells)) for cells in lines]
 
 
 def test_the_processes_scenario_is_registered_and_the_default():
@@ -55,25 +76,37 @@ def test_bad_options_exit_2(argv, capsys):
     assert capsys.readouterr().err.startswith("diffdac: error: --")
 
 
-def test_bench_measures_real_runs_at_one_and_two_processes(capsys):
-    argv = [
-        "bench",
-        "--num-learners",
-        "2",
-        "--envs-per-learner",
-        "2",
-        "--total-steps",
-        "2000",
-        "--repeats",
-        "1",
-        "--json",
-    ]
+def test_bench_measures_real_runs_at_one_and_two_processes(capsys, monkeypatch):
+    """The printed table shows each real run's own figures: its progress.csv speed and its wall time."""
+    launches, from_progress = _spy(monkeypatch, "launch_training"), []
+    real_loop_speed = bench.loop_speed
+
+    def loop_speed(run_dir):  # read the run's last progress row independently while its directory exists
+        from_progress.append(float(pd.read_csv(run_dir / "progress.csv")["steps_per_s"].iloc[-1]))
+        return real_loop_speed(run_dir)
+
+    monkeypatch.setattr(bench, "loop_speed", loop_speed)
+    argv = ["bench", "--num-learners", "2", "--envs-per-learner", "2", "--total-steps", "400", "--repeats", "1"]
     assert main(argv) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["scenario"] == "processes" and [r["processes"] for r in report["rows"]] == [1, 2]
-    assert (
-        all(r["steps_per_s"] > 0 and r["wall_s"] > 0 for r in report["rows"]) and report["rows"][0]["ratio_to_1"] == 1.0
-    )
+    rows = _table(capsys.readouterr().out)
+    assert [r["processes"] for r in rows] == ["1", "2"] and [r["learners_per_process"] for r in rows] == ["2", "1"]
+    assert [speed for speed, _ in launches] == from_progress and all(speed > 0 for speed in from_progress)
+    assert [float(r["steps_per_s"]) for r in rows] == [round(speed, 1) for speed, _ in launches]
+    assert [float(r["wall_s"]) for r in rows] == [round(wall, 2) for _, wall in launches]
+    assert [float(r["ratio_to_1"]) for r in rows] == [1.0, round(launches[1][0] / round(launches[0][0], 1), 3)]
+
+
+def test_the_table_and_the_json_show_the_same_figures(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "launch_training", lambda p, options: ({1: 123.45, 2: 200.0}[p], 1.234 * p))
+    assert main(["bench", "--num-learners", "2", "--repeats", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)["rows"]
+    assert main(["bench", "--num-learners", "2", "--repeats", "1"]) == 0
+    table = _table(capsys.readouterr().out)
+    assert [{k: str(v) for k, v in row.items()} for row in report] == table
+    assert [(r["steps_per_s"], r["wall_s"], r["ratio_to_1"]) for r in report] == [
+        (123.5, 1.23, 1.0),
+        (200.0, 2.47, 1.619),
+    ]
 
 
 def test_the_mujoco_scenario_puts_every_setup_against_the_stock_robot_alone(monkeypatch):
@@ -103,31 +136,28 @@ def test_the_mujoco_scenario_refuses_an_id_that_is_not_a_mujoco_variant(capsys):
     )
 
 
-def test_the_mujoco_scenario_measures_real_stepping_and_training(capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    argv = [
-        "bench",
-        "--scenario",
-        "mujoco",
-        "--num-learners",
-        "2",
-        "--envs-per-learner",
-        "2",
-        "--total-steps",
-        "400",
-        "--repeats",
-        "1",
-        "--json",
-    ]
-    assert main([*argv, "--sim-threads", "1", "--sim-processes", "1"]) == 0
+def test_the_mujoco_scenario_measures_real_stepping_and_training(capsys, monkeypatch):
+    """One real invocation, by default also on 2 simulator threads and 2 processes: each row is its own measurement."""
+    stock, batches = _spy(monkeypatch, "stock_env_steps_per_s"), _spy(monkeypatch, "task_batch_steps_per_s")
+    launches = _spy(monkeypatch, "launch_training")
+    argv = ["bench", "--scenario", "mujoco", "--num-learners", "2", "--envs-per-learner", "2", "--total-steps", "200"]
+    assert main([*argv, "--repeats", "1", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
-    assert [r["learners_x_sims"] for r in rows] == ["1", "2x2", "2x2", "2x2"] and rows[0]["ratio_to_stock"] == 1.0
-    assert all(r["steps_per_s"] > 0 for r in rows)
-    assert main(argv) == 0  # by default also on 2 simulator threads and on 2 processes, against one core
-    parallel = json.loads(capsys.readouterr().out)["rows"][4:]
-    assert [r["setup"].rsplit(", ", 1)[1] for r in parallel] == ["2 sim threads"] * 2 + ["2 sim processes"] * 2
-    assert all(r["steps_per_s"] > 0 and r["ratio_to_1_core"] > 0 for r in parallel)
-    assert parallel[1]["ratio_to_batch"] > 0 and parallel[3]["ratio_to_batch"] > 0
+    trains = [speed for speed, _ in launches]
+    measured = dict(zip(["stock", "stock_batch", "batch", "batch@2t", "batch@2p"], stock + batches))
+    measured |= dict(zip(["train", "train@2t", "train@2p"], trains))
+    keys = ["stock", "stock_batch", "batch", "train", "batch@2t", "train@2t", "batch@2p", "train@2p"]
+    assert [r["learners_x_sims"] for r in rows] == ["1"] + ["2x2"] * 7 and all(v > 0 for v in measured.values())
+    assert [r["setup"].rsplit(", ", 1)[-1] for r in rows[4:]] == ["2 sim threads"] * 2 + ["2 sim processes"] * 2
+    assert [r["steps_per_s"] for r in rows] == [round(measured[k], 1) for k in keys]
+    assert [r["ratio_to_stock"] for r in rows] == [round(measured[k] / measured["stock"], 3) for k in keys]
+    same_batch = {"train": "batch", "train@2t": "batch@2t", "train@2p": "batch@2p"}
+    assert [r["ratio_to_batch"] for r in rows] == [
+        round(measured[k] / measured[same_batch[k]], 3) if k in same_batch else "" for k in keys
+    ]
+    assert [r["ratio_to_1_core"] for r in rows] == [
+        round(measured[k] / measured[k.split("@")[0]], 3) if "@" in k else "" for k in keys
+    ]
 
 
 def test_random_actions_lie_inside_the_box():
@@ -150,32 +180,18 @@ def test_setups_take_an_optional_thread_count():
 def test_the_speed_scenario_measures_real_runs_against_the_peer(capsys, monkeypatch):
     peer_calls = []
     monkeypatch.setattr(bench, "sb3_peer_steps_per_s", lambda steps: peer_calls.append(steps) or 1000.0)
-    assert (
-        main(
-            [
-                "bench",
-                "--scenario",
-                "speed",
-                "--setups",
-                "2x2,3x1@2",
-                "--total-steps",
-                "2000",
-                "--repeats",
-                "1",
-                "--json",
-            ]
-        )
-        == 0
-    )
+    runs, combines = _spy(monkeypatch, "train_speed"), _spy(monkeypatch, "combine_seconds")
+    argv = ["bench", "--scenario", "speed", "--setups", "2x2,2x1@2", "--total-steps", "1", "--repeats", "1", "--json"]
+    assert main(argv) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert peer_calls == [100_000] and rows[0]["steps_per_s"] == 1000.0
-    assert [r["setup"] for r in rows[1:]] == ["diffdac 2x2 ring", "diffdac 3x1@2 ring"]
-    for row in rows[1:]:
-        assert row["steps_per_s"] > 0 and row["ratio_to_peer"] == round(row["steps_per_s"] / 1000.0, 2)
-        assert 50 < row["peak_rss_mb"] < 4000
-    assert (
-        rows[1]["combine_ms"] == "" and rows[2]["combine_ms"] > 0
-    )  # the combine step is timed for 1-simulator set-ups
+    assert [r["setup"] for r in rows[1:]] == ["diffdac 2x2 ring", "diffdac 2x1@2 ring"]
+    assert all(speed > 0 and 50 < rss < 4000 for speed, rss in runs) and len(combines) == 1 and combines[0] > 0
+    assert [r["steps_per_s"] for r in rows[1:]] == [round(speed, 1) for speed, _ in runs]
+    assert [r["ratio_to_peer"] for r in rows[1:]] == [round(speed / 1000.0, 2) for speed, _ in runs]
+    assert [r["peak_rss_mb"] for r in rows[1:]] == [round(rss) for _, rss in runs]
+    # the combine step is timed for 1-simulator set-ups only
+    assert [r["combine_ms"] for r in rows[1:]] == ["", round(1000 * combines[0], 3)]
 
 
 def test_without_stable_baselines3_the_peer_row_says_how_to_get_it(capsys, monkeypatch):
@@ -186,13 +202,18 @@ def test_without_stable_baselines3_the_peer_row_says_how_to_get_it(capsys, monke
     assert "not installed (pip install diffdac[bench])" in out and "5000.0" in out
 
 
-def test_the_combine_scenario_times_one_combine_per_ring_size(capsys):
+def test_the_combine_scenario_times_one_combine_per_ring_size(capsys, monkeypatch):
+    times, rounds = _spy(monkeypatch, "combine_seconds"), _spy(monkeypatch, "choco_seconds")
     assert main(["bench", "--scenario", "combine", "--setups", "8x1,32x1@2", "--repeats", "1", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     diffusion = [r for r in rows if r["method"] == "diff-a2c"]
     assert [(r["learners"], r["threads"]) for r in diffusion] == [(8, 1), (32, 2)]
     assert all(r["combine_ms"] > 0 and r["ns_per_edge_end"] > 0 for r in rows)
+    assert [r["combine_ms"] for r in diffusion] == [round(1000 * t, 3) for t in times]
+    assert [r["ns_per_edge_end"] for r in diffusion] == [round(1e9 * t / (3 * n)) for t, n in zip(times, (8, 32))]
     choco = [(r["learners"], r["compress"]) for r in rows if r["method"] == "choco"]
     assert choco == [(n, spec) for n in (8, 32) for spec in bench.COMPRESSORS]  # a row per compressor
+    measured = [(round(1000 * t, 3), size) for t, size in rounds]  # one round each at --repeats 1
+    assert [(r["combine_ms"], r["message_bytes"]) for r in rows if r["method"] == "choco"] == measured
     sizes = {r["compress"]: r["message_bytes"] for r in rows if r["learners"] == 8}
     assert sizes["top-k:0.01"] < sizes["top-k:0.1"] < sizes["none"] == sizes[""] == 4 * bench.BENCH_WIDTH

@@ -7,8 +7,11 @@ rank hosts it, and every process runs one torch thread.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -50,6 +53,9 @@ OPTIONS = [
     "obs,reward",
     "--no-progress",
 ]
+# Seconds a launch may take before a test calls it hung: starting torch in several processes on a
+# busy machine (the suite runs on every core) can take a minute; a hang is what this guards against.
+PATIENCE = 300
 LOST = re.compile(r"^diffdac: training stopped: rank \d lost peer rank \d at update \d+: \S.*$")
 
 
@@ -94,11 +100,35 @@ def _assert_same_run(expected: Path, actual: Path) -> None:
         pd.testing.assert_frame_equal(episodes[name], other[name], check_exact=True)
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Hold an exclusive lock on `path` (created if missing): one pytest-xdist worker at a time passes."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory) -> dict[str, Path]:
-    """The one-process runs every multi-process run must reproduce."""
-    root = tmp_path_factory.mktemp("single")
-    return {t: train(config_from_args(build_parser().parse_args(_train_args(root / t, t)))) for t in ("ring", "full")}
+    """The one-process runs every multi-process run must reproduce, made once for all xdist workers.
+
+    The workers of one session share the parent of their base temporary directories; the first to
+    get there trains, the others wait on the lock and reuse its finished runs.
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "single-process-runs"
+    root.mkdir(exist_ok=True)
+    with _locked(root / ".lock"):
+        for topology in ("ring", "full"):
+            finished = root / f"{topology}.finished"
+            if not finished.exists():
+                shutil.rmtree(root / topology, ignore_errors=True)  # what a worker that died on it left
+                train(config_from_args(build_parser().parse_args(_train_args(root / topology, topology))))
+                finished.touch()
+    return {t: root / t for t in ("ring", "full")}
 
 
 # ---------------------------------------------------------------- the exchange plan, no processes
@@ -140,7 +170,7 @@ def test_processes_reproduce_the_one_process_run(single, tmp_path, topology, pro
         "--nproc-per-node", str(processes), "--master-addr", "127.0.0.1", "--master-port", str(_free_port())
     )
     done = subprocess.run(
-        [*command, *_train_args(run_dir, topology)], env=_env(), capture_output=True, text=True, timeout=120
+        [*command, *_train_args(run_dir, topology)], env=_env(), capture_output=True, text=True, timeout=PATIENCE
     )
     assert done.returncode == 0, done.stderr[-2000:]
     _assert_same_run(single[topology], run_dir)
@@ -182,7 +212,7 @@ def test_two_nodes_of_two_processes_reproduce_the_one_process_run(single, tmp_pa
         for node in (0, 1)
     ]
     try:
-        outputs = [node.communicate(timeout=120)[0] for node in nodes]
+        outputs = [node.communicate(timeout=PATIENCE)[0] for node in nodes]
     finally:
         for node in nodes:
             node.kill()
@@ -221,7 +251,7 @@ def launched():
         proc.communicate()
 
 
-def _wait_for_progress_rows(run_dir: Path, rows: int, deadline: float = 60) -> None:
+def _wait_for_progress_rows(run_dir: Path, rows: int, deadline: float = PATIENCE) -> None:
     progress, end = run_dir / "progress.csv", time.monotonic() + deadline
     while not (progress.exists() and len(progress.read_text().splitlines()) > rows):
         assert time.monotonic() < end, "the run never got going"
@@ -244,7 +274,7 @@ def test_a_killed_rank_stops_the_others_at_once_with_one_line(tmp_path, launched
     launched += _launch(run_dir, 3, "--total-steps", "100000000", "--dist-timeout", "3600")
     _wait_for_progress_rows(run_dir, 2)
     launched[0].send_signal(signal.SIGKILL)
-    codes, outputs = _outcomes(launched, skip=0, timeout=300)
+    codes, outputs = _outcomes(launched, skip=0, timeout=PATIENCE)
     assert codes == [1, 1], outputs
     for out in outputs:
         assert LOST.match(out.strip()) and len(out.strip().splitlines()) == 1, out
@@ -257,7 +287,7 @@ def test_a_hung_rank_stops_the_others_after_the_timeout(tmp_path, launched):
     launched += _launch(run_dir, 2, "--total-steps", "100000000", "--dist-timeout", "2")
     _wait_for_progress_rows(run_dir, 2)
     launched[1].send_signal(signal.SIGSTOP)
-    codes, outputs = _outcomes(launched, skip=1, timeout=300)
+    codes, outputs = _outcomes(launched, skip=1, timeout=PATIENCE)
     assert codes == [1], outputs
     started, failed = outputs[0].strip().splitlines()  # rank 0 says where it logs, then one line for the failure
     assert started.startswith("diffdac: 5 learners") and started.endswith(f"logs in {run_dir}")
@@ -268,7 +298,7 @@ def test_a_hung_rank_stops_the_others_after_the_timeout(tmp_path, launched):
 @pytest.mark.parametrize("bad", [["--lr", "-1"], ["--num-learners", "1"]])
 def test_bad_input_is_reported_once_by_rank_0_and_every_rank_exits_2(tmp_path, launched, bad):
     launched += _launch(tmp_path / "run", 2, *bad)
-    outputs = [proc.communicate(timeout=60)[0] for proc in launched]
+    outputs = [proc.communicate(timeout=PATIENCE)[0] for proc in launched]
     assert [proc.returncode for proc in launched] == [2, 2]
     assert outputs[0].startswith("diffdac: error: ") and len(outputs[0].splitlines()) == 1, outputs
     assert outputs[1] == ""
@@ -281,7 +311,7 @@ def test_torchrun_shows_the_error_once_and_no_traceback_of_ours(tmp_path):
         env=_env(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=PATIENCE,
     )
     output = done.stdout + done.stderr
     assert done.returncode != 0 and output.count("diffdac: error: unrecognized arguments: --no-such-option") == 1
@@ -293,7 +323,7 @@ def test_a_killed_world_resumes_under_torchrun_to_the_one_process_run(tmp_path, 
     reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *longer))))
     run_dir = tmp_path / "run"
     launched.extend(_launch(run_dir, 2, *longer))
-    end = time.monotonic() + 60
+    end = time.monotonic() + PATIENCE
     while not (checkpoint.latest(run_dir) if (run_dir / "checkpoints").is_dir() else None):
         assert time.monotonic() < end and all(p.poll() is None for p in launched), "no checkpoint before the run ended"
         time.sleep(0.02)
@@ -303,7 +333,7 @@ def test_a_killed_world_resumes_under_torchrun_to_the_one_process_run(tmp_path, 
     assert not checkpoint.latest(run_dir).complete
     resumed = _launch(run_dir, 2, *longer, "--resume")
     launched.extend(resumed)
-    outputs = [proc.communicate(timeout=120)[0] for proc in resumed]
+    outputs = [proc.communicate(timeout=PATIENCE)[0] for proc in resumed]
     assert [proc.returncode for proc in resumed] == [0, 0], outputs
     _assert_same_run(reference, run_dir)
 
@@ -321,7 +351,7 @@ def test_each_method_gives_the_same_numbers_in_one_and_two_processes(tmp_path, l
     reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *method))))
     procs = _launch(tmp_path / "run", 2, *method)
     launched.extend(procs)
-    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    outputs = [proc.communicate(timeout=PATIENCE)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     _assert_same_run(reference, tmp_path / "run")
     progress = [
@@ -332,11 +362,11 @@ def test_each_method_gives_the_same_numbers_in_one_and_two_processes(tmp_path, l
 
 def test_the_task_weighted_score_is_the_same_in_one_and_two_processes(tmp_path, launched):
     """CartPole's short episodes fill every learner's window many times over, so the windows matter."""
-    options = ("--env", "CartPole-v1", "--total-steps", "9000", "--log-interval", "3000")
+    options = ("--env", "CartPole-v1", "--total-steps", "6000", "--log-interval", "2000")
     reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *options))))
     procs = _launch(tmp_path / "run", 2, *options)
     launched.extend(procs)
-    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    outputs = [proc.communicate(timeout=PATIENCE)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], outputs
     scores = [pd.read_csv(d / "progress.csv")["score"] for d in (reference, tmp_path / "run")]
     assert scores[0].notna().all() and len(scores[0]) == 3
@@ -349,12 +379,12 @@ def test_the_task_weighted_score_is_the_same_in_one_and_two_processes(tmp_path, 
 
 def test_one_learner_per_process_at_the_default_width_reproduces_the_one_process_run(tmp_path, launched):
     """Every rank hosts one learner: its matrix products (a batch of one) must round as in a block of learners."""
-    paper = ("--num-learners", "8", "--envs-per-learner", "4", "--hidden", "64", "--total-steps", "3200")
+    paper = ("--num-learners", "4", "--envs-per-learner", "4", "--hidden", "64", "--total-steps", "1600")
     reference = train(config_from_args(build_parser().parse_args(_train_args(tmp_path / "single", "ring", *paper))))
-    procs = _launch(tmp_path / "run", 8, *paper)
+    procs = _launch(tmp_path / "run", 4, *paper)
     launched.extend(procs)
-    outputs = [proc.communicate(timeout=300)[0] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0] * 8, outputs
+    outputs = [proc.communicate(timeout=PATIENCE)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, outputs
     a, b = checkpoint.gather(reference), checkpoint.gather(tmp_path / "run")
     assert torch.equal(a, b)
     episodes, other = _episodes(reference), _episodes(tmp_path / "run")

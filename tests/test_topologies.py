@@ -159,7 +159,9 @@ def test_parse_unreadable_file(tmp_path):
 
 
 def test_validate_accepts_ring():
-    validate_adjacency(RING4, 4)
+    for ring in (RING4, RING4.astype(int), RING4.astype(bool)):
+        given = ring.copy()
+        assert validate_adjacency(given, 4) is None and np.array_equal(given, ring)  # accepted and left as it was
 
 
 def test_validate_size_mismatch():
