@@ -49,16 +49,17 @@ def fail_writes_past_the_file_size_limit() -> None:
 
 def check_name_lengths(path: Path, option: str) -> None:
     """Every part of a path this file system can hold (NAME_MAX, usually 255 bytes): else mkdir fails mid-run."""
-    place = Path(path).absolute()
-    while not place.exists() and place != place.parent:
-        place = place.parent
-    try:
-        most = os.pathconf(place, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        most = 255
+    most = 255
+    for place in [*Path(path).absolute().parents][::-1]:  # the deepest existing parent's limit
+        try:
+            most = os.pathconf(place, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            break
     for part in Path(path).parts:
         if len(os.fsencode(part)) > most:
-            raise ConfigError(f"{option}: the name {part[:40]}... is longer than this file system allows ({most} bytes)")
+            raise ConfigError(
+                f"{option}: the name {part[:40]}... is longer than this file system allows ({most} bytes)"
+            )
 
 
 def reason(err: BaseException) -> str:

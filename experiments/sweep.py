@@ -528,8 +528,10 @@ def check_name(what: str, name: object) -> None:
 
 
 def _numbers(stage: str, key: str, values: object, kind: type, low: float) -> None:
-    ok = isinstance(values, list) and values and all(
-        isinstance(v, kind) and not isinstance(v, bool) and math.isfinite(v) and v > low for v in values
+    ok = (
+        isinstance(values, list)
+        and values
+        and all(isinstance(v, kind) and not isinstance(v, bool) and math.isfinite(v) and v > low for v in values)
     )
     if not ok:
         raise SystemExit(f"sweep: [{stage}] {key} must be a non-empty list of numbers > {low:g}, got {values!r}")

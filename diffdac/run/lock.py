@@ -34,8 +34,12 @@ def _open(path: Path) -> IO[bytes]:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, 0o644)
     except OSError as err:
         if files.is_link(path):
-            raise files.RunFileError(f"{path} is a symbolic link: diffdac writes through no link in a run directory") from None
-        raise ConfigError(f"cannot lock the run directory {path.parent} ({files.reason(err)}): is it writable?") from None
+            raise files.RunFileError(
+                f"{path} is a symbolic link: diffdac writes through no link in a run directory"
+            ) from None
+        raise ConfigError(
+            f"cannot lock the run directory {path.parent} ({files.reason(err)}): is it writable?"
+        ) from None
     return os.fdopen(fd, "rb+")
 
 

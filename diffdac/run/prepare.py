@@ -169,7 +169,7 @@ def check_new_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> N
             raise ConfigError(
                 f"{run_dir} already holds a run: choose another --log-dir, pass --overwrite, or continue it with --resume"
             )
-        if not holds_run and any(run_dir.iterdir()) and not overwrite and not (resume and only_leftovers(run_dir)):
+        if not holds_run and not only_leftovers(run_dir, lock_only=not resume) and not overwrite:
             raise ConfigError(
                 f"{run_dir} exists and is not empty: choose a new or empty --log-dir "
                 "(--overwrite writes there anyway and removes only an earlier run's files)"

@@ -75,7 +75,12 @@ def run_files(run_dir: Path) -> list[Path]:
 
     Only regular files count: a link of a run file's name is not something a run wrote.
     """
-    return [p for place in run_places(run_dir) for p in sorted(place.iterdir()) if files.is_plain(p) and _written_by_a_run(p)]
+    return [
+        p
+        for place in run_places(run_dir)
+        for p in sorted(place.iterdir())
+        if files.is_plain(p) and _written_by_a_run(p)
+    ]
 
 
 def linked_run_files(run_dir: Path) -> list[Path]:
@@ -118,7 +123,9 @@ def check_replaceable(run_dir: Path, holds_run: bool) -> None:
             )
     linked = linked_run_files(run_dir)
     if linked:
-        raise ConfigError(f"{linked[0]} is a link or not a regular file: --overwrite removes nothing through links; remove it")
+        raise ConfigError(
+            f"{linked[0]} is a link or not a regular file: --overwrite removes nothing through links; remove it"
+        )
     if not holds_run:
         named = [p for p in run_files(run_dir) if p.name != "config.json.tmp"]
         if named:
@@ -128,9 +135,11 @@ def check_replaceable(run_dir: Path, holds_run: bool) -> None:
             )
 
 
-def only_leftovers(run_dir: Path) -> bool:
-    """A directory holding only what a run killed while writing its first config.json leaves: --resume starts it."""
-    return all(p.name in ("config.json.tmp", *LOCK_NAMES) and files.is_plain(p) for p in run_dir.iterdir())
+def only_leftovers(run_dir: Path, lock_only: bool = False) -> bool:
+    """A directory as good as empty: nothing but lock files, or (`lock_only` False, for --resume) also what a run
+    killed while writing its first config.json leaves."""
+    names = LOCK_NAMES if lock_only else ("config.json.tmp", *LOCK_NAMES)
+    return all(p.name in names and files.is_plain(p) for p in run_dir.iterdir())
 
 
 def remove_run_files(run_dir: Path) -> None:
@@ -220,7 +229,9 @@ def monitor_start(path: Path, first_line: str) -> float:
     except (json.JSONDecodeError, RecursionError, TypeError, KeyError):
         value = None
     if type(value) not in (int, float) or value != value:
-        raise ResumeError(f"{path} does not start with a Monitor header ('#' + JSON with t_start): it is not this run's")
+        raise ResumeError(
+            f"{path} does not start with a Monitor header ('#' + JSON with t_start): it is not this run's"
+        )
     return float(value)
 
 

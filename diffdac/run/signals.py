@@ -40,7 +40,8 @@ class StopFlag:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = self.signum or signum
 
-    def __enter__(self) -> "StopFlag":
+    def install(self) -> "StopFlag":
+        """Handlers that only set the flag, in place of the process's own (Ctrl-C's KeyboardInterrupt)."""
         try:
             for sig in SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -48,7 +49,7 @@ class StopFlag:
             self._old.clear()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def restore(self) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()

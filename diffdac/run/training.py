@@ -23,7 +23,15 @@ from diffdac.network.distributed import PeerLost, launched_by_torchrun
 from diffdac.errors import CheckpointError, ConfigError, ResumeError, TrainingError
 from diffdac.learners.block import EpisodeStats, Learners, task_weighted_score
 from diffdac.run.loggers import Logger, MonitorLogger, ProgressLogger, RunInfo, TensorBoardLogger, TerminalLogger
-from diffdac.run.rundir import MonitorSet, ProgressFile, check_monitor_header, check_rows, monitor_path, write_json, write_run_files
+from diffdac.run.rundir import (
+    MonitorSet,
+    ProgressFile,
+    check_monitor_header,
+    check_rows,
+    monitor_path,
+    write_json,
+    write_run_files,
+)
 from diffdac.run.prepare import Prepared, make_tasks, prepare
 
 
@@ -61,7 +69,9 @@ def hold_lock(comm: Communicator, run_dir: Path, config: TrainConfig) -> RunLock
             lock.acquire_lead()
             if not config.resume and not config.overwrite and (run_dir / "config.json").exists():
                 lock.release()
-                raise ConfigError(f"{run_dir} already holds a run: choose another --log-dir, pass --overwrite, or continue it with --resume")
+                raise ConfigError(
+                    f"{run_dir} already holds a run: choose another --log-dir, pass --overwrite, or continue it with --resume"
+                )
         except ConfigError as err:
             error = str(err)
     error = comm.gather_objects(error)[0]
@@ -198,7 +208,9 @@ def restore(learners: Learners, run_dir: Path) -> dict | None:
 def options_key(config: TrainConfig) -> str:
     """What a checkpoint records of the options it was trained with: those a resume may not change, as JSON."""
     # the graph is checked against config.json on its own (a file's matrix is kept there as a literal)
-    fixed = {k: v for k, v in config.to_dict().items() if k not in RESUME_FREE | {"total_steps", "adjacency", "topology"}}
+    fixed = {
+        k: v for k, v in config.to_dict().items() if k not in RESUME_FREE | {"total_steps", "adjacency", "topology"}
+    }
     return json.dumps(fixed, sort_keys=True, default=list)
 
 
@@ -309,7 +321,7 @@ def run_loop(learners: Learners, run_dir: Path, state: LoopState, loggers: list[
     last_saved = checkpoint.latest(run_dir) if learners.comm.rank == 0 else None
     flag = signals.StopFlag(launched_by_torchrun())
     try:
-        flag.__enter__()
+        flag.install()
         for update in range(state.update + 1, num_updates + 1):
             learners.collect(record)
             loss = learners.adapt()
@@ -326,7 +338,11 @@ def run_loop(learners: Learners, run_dir: Path, state: LoopState, loggers: list[
             saving = steps >= state.next_save or update == num_updates
             if saving:
                 state.next_save += cfg.save_every
-            stop = 0 if update == num_updates else flag.agreed(update, learners.comm.world_size, learners.comm.all_sum, learners.device)
+            stop = (
+                0
+                if update == num_updates
+                else flag.agreed(update, learners.comm.world_size, learners.comm.all_sum, learners.device)
+            )
             if saving or stop:
                 kept = {k: v for logger in loggers for k, v in logger.state().items()}
                 state = LoopState(
@@ -349,15 +365,19 @@ def run_loop(learners: Learners, run_dir: Path, state: LoopState, loggers: list[
     except TrainingError as err:
         raise TrainingError(f"{err}; {_last_good(last_saved, run_dir)}") from None
     except OSError as err:  # a log that cannot be written: a full disk, a file size limit
-        raise TrainingError(f"cannot write the run's logs ({files.reason(err)}); {_last_good(last_saved, run_dir)}") from None
+        raise TrainingError(
+            f"cannot write the run's logs ({files.reason(err)}); {_last_good(last_saved, run_dir)}"
+        ) from None
     finally:
-        flag.__exit__()
+        flag.restore()
         for logger in loggers:
             logger.close(finished)
 
 
 def _last_good(last_saved: checkpoint.Manifest | None, run_dir: Path) -> str:
-    where = f"the last good checkpoint is at step {last_saved.steps}" if last_saved else "no checkpoint was saved before it"
+    where = (
+        f"the last good checkpoint is at step {last_saved.steps}" if last_saved else "no checkpoint was saved before it"
+    )
     return f"{where} in {checkpoint.checkpoint_dir(run_dir)}"
 
 

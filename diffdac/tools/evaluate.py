@@ -279,7 +279,10 @@ def check_fits(config: TrainConfig, policies: Policies, spaces: tuple) -> None:
     from diffdac.learners.population import _layout, action_dim
 
     act = spaces[1]
-    width = sum(p.numel for p in _layout(spaces[0].shape[0], config.hidden, action_dim(act), isinstance(act, gymnasium.spaces.Box)))
+    width = sum(
+        p.numel
+        for p in _layout(spaces[0].shape[0], config.hidden, action_dim(act), isinstance(act, gymnasium.spaces.Box))
+    )
     if policies.params.dim() != 2 or policies.params.shape[1] != width:
         raise ConfigError(
             f"the checkpoint does not match the run's options in config.json (env {config.env} and hidden {config.hidden} "
@@ -353,7 +356,9 @@ def check_out(out: Path, run_dir: Path | None = None) -> None:
         with tempfile.TemporaryFile(dir=out.parent):
             pass
     except OSError as err:
-        raise ConfigError(f"cannot write {out} ({files.reason(err)}): give an --out in a place you can write to") from None
+        raise ConfigError(
+            f"cannot write {out} ({files.reason(err)}): give an --out in a place you can write to"
+        ) from None
 
 
 def _is_run_file(out: Path, run_dir: Path) -> bool:
@@ -366,8 +371,10 @@ def _is_run_file(out: Path, run_dir: Path) -> bool:
         return False
     top = inside.parts[0] if inside.parts else ""
     name = inside.name.removesuffix(".tmp")
-    return top in ("monitor", "checkpoints") or name in RUN_FILES + LOCK_NAMES or (
-        len(inside.parts) == 1 and not EVAL_FILE.fullmatch(name) and name.endswith((".json", ".pt"))
+    return (
+        top in ("monitor", "checkpoints")
+        or name in RUN_FILES + LOCK_NAMES
+        or (len(inside.parts) == 1 and not EVAL_FILE.fullmatch(name) and name.endswith((".json", ".pt")))
     )
 
 

@@ -157,7 +157,9 @@ def check_args(args: argparse.Namespace) -> None:
     if args.out is not None and args.out.suffix.lower() not in FORMATS:
         raise ConfigError(f"--out must end in .png, .pdf or .svg, got {args.out.name!r}")
     if not 1 <= args.bin_steps <= MAX_BIN_STEPS:
-        raise ConfigError(f"--bin-steps must be a positive number of env steps up to {MAX_BIN_STEPS}, got {args.bin_steps}")
+        raise ConfigError(
+            f"--bin-steps must be a positive number of env steps up to {MAX_BIN_STEPS}, got {args.bin_steps}"
+        )
     for path in (args.out, args.csv):
         if path is not None and path.is_dir():
             raise ConfigError(
@@ -258,9 +260,13 @@ def graph_tables(run: results.Run, param: str | None = None) -> tuple[Any, Any, 
         sizes, name = graph_figure.task_parameter(run.path, param)
         graph = graph_figure.run_graph(run.path)
     except (ValueError, KeyError, TypeError, IndexError, OSError, nx.NetworkXError) as err:
-        raise ConfigError(f"{run.path}'s topology.csv or tasks.csv is not a table diffdac wrote ({files.reason(err)})") from None
+        raise ConfigError(
+            f"{run.path}'s topology.csv or tasks.csv is not a table diffdac wrote ({files.reason(err)})"
+        ) from None
     if graph.number_of_nodes() != run.config["num_learners"]:
-        raise ConfigError(f"{run.path / 'topology.csv'} has {graph.number_of_nodes()} learners, config.json {run.config['num_learners']}")
+        raise ConfigError(
+            f"{run.path / 'topology.csv'} has {graph.number_of_nodes()} learners, config.json {run.config['num_learners']}"
+        )
     return sizes, name, graph
 
 

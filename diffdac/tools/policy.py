@@ -100,7 +100,10 @@ def check_width(config: TrainConfig, params: torch.Tensor, obs_space, action_spa
     from diffdac.learners.population import _layout, action_dim
 
     act = action_space
-    width = sum(p.numel for p in _layout(obs_space.shape[0], config.hidden, action_dim(act), isinstance(act, gymnasium.spaces.Box)))
+    width = sum(
+        p.numel
+        for p in _layout(obs_space.shape[0], config.hidden, action_dim(act), isinstance(act, gymnasium.spaces.Box))
+    )
     if params.dim() != 2 or params.shape[1] != width:
         raise ConfigError(
             f"the checkpoint does not match the run's options in config.json (env {config.env} and hidden {config.hidden} "

@@ -129,8 +129,14 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     except ConfigError as err:
         raise RunError(str(err)) from None
     for key in ("num_learners", "envs_per_learner"):
-        if not isinstance(config.get(key), int) or isinstance(config.get(key), bool) or not 1 <= config[key] <= MAX_COUNT:
-            raise RunError(f"{path} has no positive integer {key!r} up to {MAX_COUNT}: was it written by diffdac train?")
+        if (
+            not isinstance(config.get(key), int)
+            or isinstance(config.get(key), bool)
+            or not 1 <= config[key] <= MAX_COUNT
+        ):
+            raise RunError(
+                f"{path} has no positive integer {key!r} up to {MAX_COUNT}: was it written by diffdac train?"
+            )
     return config
 
 
