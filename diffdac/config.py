@@ -282,6 +282,7 @@ class TrainConfig:
 
 
 MAX_COUNT = 2**31 - 1  # learners: beyond this no machine holds the run
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32: a smaller --rms-eps vanishes in the update
 MAX_DIST_TIMEOUT = 10**7  # seconds (about 4 months): longer ones overflow torch.distributed's clocks
 
 
@@ -294,6 +295,11 @@ def check_bounds(config: TrainConfig) -> None:
         )
     if config.edge_prob is not None and not (math.isfinite(config.edge_prob) and 0 <= config.edge_prob <= 1):
         raise ConfigError(f"--edge-prob is a probability in [0, 1], got {config.edge_prob!r}")
+    if isinstance(config.rms_eps, (int, float)) and 0 < config.rms_eps < FLOAT32_TINY:
+        raise ConfigError(
+            f"--rms-eps {config.rms_eps!r} is 0 in float32, the parameters' type (RMSprop would divide by zero): "
+            f"give at least {FLOAT32_TINY:.3g}"
+        )
     if isinstance(config.dist_timeout, (int, float)) and config.dist_timeout > MAX_DIST_TIMEOUT:
         raise ConfigError(f"--dist-timeout must be at most {MAX_DIST_TIMEOUT} seconds, got {config.dist_timeout!r}")
 

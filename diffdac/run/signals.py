@@ -4,8 +4,8 @@ SLURM and Kubernetes send SIGTERM before they take a machine back; Ctrl-C sends 
 the loop runs, either one only sets a flag; the loop reads it after each update, writes a
 checkpoint at that step, and the command line prints how to continue and exits 128 + the
 signal's number (143, 130). Under torchrun every rank must stop at the same update (a checkpoint
-is one file per rank of one step), so the ranks agree by summing their flags every
-`AGREE_EVERY` updates; one process needs no agreement and checks after every update.
+is one file per rank of one step), so the ranks agree by summing their flags at every log
+interval; one process needs no agreement and checks after every update.
 
 A rank whose launcher is gone (torchrun killed with -9) would train on as an orphan: each rank
 compares its parent's pid with its launcher's at every check, and then stops as if sent SIGTERM.
@@ -24,7 +24,6 @@ import torch
 
 from diffdac.errors import Stopped
 
-AGREE_EVERY = 8  # updates between the ranks' agreements under torchrun (a small all-reduce each)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -60,11 +59,16 @@ class StopFlag:
             self.signum = int(signal.SIGTERM)
         return self.signum
 
-    def agreed(self, update: int, world_size: int, all_sum: Callable[[torch.Tensor], torch.Tensor], device) -> int:
-        """The signal every rank stops for after this update (0: go on). Collective every AGREE_EVERY updates under torchrun."""
+    def agreed(self, at_log: bool, world_size: int, all_sum: Callable[[torch.Tensor], torch.Tensor], device) -> int:
+        """The signal every rank stops for after this update (0: go on).
+
+        One process checks after every update. Under torchrun the ranks agree when they write a
+        progress row (`at_log`), beside the collective that row needs already: a collective in any
+        other update would be where a hung peer is found, and it would not name that peer.
+        """
         if world_size == 1:
             return self.local()
-        if update % AGREE_EVERY:
+        if not at_log:
             return 0
         flags = torch.zeros(len(SIGNALS), dtype=torch.float64)
         mine = self.local()

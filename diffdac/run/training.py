@@ -330,7 +330,8 @@ def run_loop(learners: Learners, run_dir: Path, state: LoopState, loggers: list[
             steps = update * steps_per_update
             for logger in loggers:
                 logger.after_update(steps)
-            if steps >= state.next_log or update == num_updates:
+            logging = steps >= state.next_log or update == num_updates
+            if logging:
                 state.next_log += cfg.log_interval
                 row = progress_row(learners, loss, stats, steps, update, time.time() - start)
                 for logger in loggers:
@@ -341,7 +342,7 @@ def run_loop(learners: Learners, run_dir: Path, state: LoopState, loggers: list[
             stop = (
                 0
                 if update == num_updates
-                else flag.agreed(update, learners.comm.world_size, learners.comm.all_sum, learners.device)
+                else flag.agreed(logging, learners.comm.world_size, learners.comm.all_sum, learners.device)
             )
             if saving or stop:
                 kept = {k: v for logger in loggers for k, v in logger.state().items()}
