@@ -9,11 +9,13 @@ import sys
 import types
 import typing
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from diffdac.config import TrainConfig, read_config_file
 from diffdac.errors import ConfigError, TrainingError
 from topologies.names import TOPOLOGY_NAMES
+
+if TYPE_CHECKING:  # the options import the methods, and they torch: main imports them inside its Ctrl-C guard
+    from diffdac.config import TrainConfig
 
 EXIT_USAGE = 2
 
@@ -27,6 +29,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _field_type(f: dataclasses.Field) -> type:
     """The concrete type of an `X | None` or plain annotation (tuple for `tuple[str, ...]`)."""
+    from diffdac.config import TrainConfig
+
     hint = typing.get_type_hints(TrainConfig)[f.name]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         hint = [a for a in typing.get_args(hint) if a is not type(None)][0]
@@ -39,6 +43,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     Defaults are left out of the namespace (SUPPRESS), so that the options a user actually gave
     are known: --resume takes every other option from the run's config.json.
     """
+    from diffdac.config import TrainConfig
     from diffdac.network.methods import METHODS
 
     for f in dataclasses.fields(TrainConfig):
@@ -83,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="options from a TOML file (such as experiments/configs/original-acrobot.toml) "
         "or a run's config.json; options given on the command line override it",
     )
+    train.add_argument(
+        "--wandb",
+        default=None,
+        metavar="PROJECT",
+        help="also log progress rows to this Weights & Biases project (the [wandb] extra; WANDB_MODE=offline works)",
+    )
     _add_config_options(train)
     bench.add_arguments(
         sub.add_parser("bench", help="env steps/s of the same run in different set-ups (e.g. 1, 2, N processes)")
@@ -98,7 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     topo = sub.add_parser("topology", help="print a graph's adjacency, combination weights and spectral gap")
     topo.add_argument("--topology", default="ring", help=f"named graph ({', '.join(TOPOLOGY_NAMES)})")
-    topo.add_argument("--adjacency", default=None, help="adjacency literal or .npy/.csv/.txt file; replaces --topology")
+    topo.add_argument(
+        "--adjacency",
+        default=None,
+        help="adjacency literal or .npy/.csv/.txt file, or a sequence (a,b or [R,N,N] .npy); replaces --topology",
+    )
+    topo.add_argument("--degree", type=int, default=None, help="degree of --topology random-regular")
     topo.add_argument("--num-learners", type=int, default=None, help="default: the size of --adjacency, else 8")
     topo.add_argument("--weights", default="uniform", help="uniform or metropolis")
     topo.add_argument("--edge-prob", type=float, default=None)
@@ -112,6 +128,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     Options of a --config file count as given, below those of the command line. --adjacency
     without --topology replaces the default topology.
     """
+    from diffdac.config import TrainConfig, read_config_file
+
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     _one_graph(given, "on the command line")
     if getattr(args, "config", None):
@@ -184,13 +202,29 @@ def run_train(args: argparse.Namespace) -> int:
     from diffdac.run.prepare import prepare
     from diffdac.run.training import run
 
+    loggers = _extra_loggers(args)
     prepared = prepare(config_from_args(args))  # bad input ends every rank before any of them waits on a rendezvous
     with connect(prepared.config, prepared.method.communication()) as comm:
-        run(prepared, comm)
+        run(prepared, comm, loggers)
     return 0
 
 
+def _extra_loggers(args: argparse.Namespace) -> list:
+    """The loggers asked for on the command line, checked before the run directory is touched."""
+    if not args.wandb:
+        return []
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        raise ConfigError("--wandb needs the wandb package: pip install 'diffdac[wandb]'")
+    from diffdac.tools.wandb_logger import WandbLogger
+
+    return [WandbLogger(args.wandb)]
+
+
 def run_topology(args: argparse.Namespace) -> int:
+    import numpy as np
+
     import topologies
 
     topology = None if args.adjacency is not None else args.topology
@@ -199,7 +233,15 @@ def run_topology(args: argparse.Namespace) -> int:
         n = _matrix_size(args.adjacency) if args.adjacency is not None else 8
     check_topology_args(args, n)
     graph = topologies.resolve_graph(topology, args.adjacency, n, args.edge_prob, args.seed)
+    schedule = topologies.schedule_for(topology, args.adjacency, graph, args.seed, args.degree)
+    if schedule.random:  # the support is every pair: show one round's graph, the static figure beside E[C]'s
+        graph = topologies.graph_from_adjacency(schedule.matrix(0, "uniform") * (1 - np.eye(n)) > 0)
+        print("round 0's graph:")
+    elif not schedule.static:
+        print("union of the sequence's graphs:")
     print(topologies.describe(graph, args.weights))
+    if not schedule.static:
+        print("\n".join(topologies.describe_schedule(schedule, args.weights)))
     return 0
 
 

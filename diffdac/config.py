@@ -1,4 +1,9 @@
-"""The options of a training run: one typed dataclass, validated once at the edge."""
+"""The options of a training run: one typed dataclass, validated once at the edge.
+
+RunOptions holds what every run has; each method declares its own options beside its code
+(`Method.Options`). TrainConfig is both in one flat dataclass, so the command line, config files
+and config.json know every option, and a method's options are refused with any other method.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +12,31 @@ import difflib
 import json
 import math
 import tomllib
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from diffdac import files
 from diffdac.errors import ConfigError, ResumeError
+from diffdac.network.methods import METHODS, method_class, option_owners
+from diffdac.options import flag as _flag
+from diffdac.options import has_type as _has_type
+from diffdac.options import option as opt
+from diffdac.options import type_name as _type_name
+from envs import MASS_SCALINGS, TASK_SEEDINGS
 from topologies.names import TOPOLOGY_NAMES
 
 NORMALIZE_CHOICES = ("obs", "reward")
 DEVICES = ("cpu", "cuda")
 BACKENDS = ("gloo", "nccl")
 TIME_LIMITS = ("bootstrap", "terminal")
-TASK_SEEDINGS = ("keyed", "original")  # envs.batch.task_seed_for
-MASS_SCALINGS = ("body-mass", "mass-and-inertia")  # envs.mujoco.build_model
 MAX_SEED = 2**63 - 1  # seeds fold into 64-bit keys; torch generators take signed 64-bit values
 
 
-def opt(default: Any, doc: str, **kwargs: Any) -> Any:
-    """A dataclass field whose docstring travels with it (the CLI's help text reads it)."""
-    return field(default=default, metadata={"doc": doc, **kwargs})
-
-
 @dataclass
-class TrainConfig:
-    """Every option of `diffdac train`; `diffdac.train(config)` runs it."""
+class RunOptions:
+    """The options every run has, whatever its method; TrainConfig adds the methods' own."""
 
     method: str = opt(
         "diff-a2c",
@@ -81,17 +84,6 @@ class TrainConfig:
     )
     local_normalizer: bool = opt(
         False, "keep normaliser statistics local instead of diffusing them with the parameters"
-    )
-    peers_per_round: int = opt(1, "gala: peers each learner pushes to per round on the time-varying exponential graph")
-    link_drop: float = opt(
-        0.0,
-        "diff-a2c: probability that a link fails in a combine round (both directions; weights renormalised over the links that work)",
-    )
-    max_staleness: int = opt(
-        0, "diff-a2c: a neighbour's parameters may be up to this many combine rounds old (delays drawn from the seed)"
-    )
-    fail_learner: tuple[str, ...] = opt(
-        (), "diff-a2c: LEARNER@STEP[,LEARNER@STEP...]: the learner stops at that env step and leaves the graph"
     )
     seed: int = opt(0, "seed of tasks, initial parameters, actions and resets")
     task_seeding: str = opt(
@@ -223,37 +215,16 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(f.name)} must be {_type_name(hint)}, got {value!r}")
 
     def _validate_method(self) -> None:
-        from diffdac.network.methods import method_class  # the registry imports torch; the options alone need not
-
+        """The method exists, its options are sound, and no other method's option is set."""
         method = method_class(self.method)
-        if not isinstance(self.link_drop, (int, float)) or not 0 <= self.link_drop <= 1:
-            raise ConfigError(f"--link-drop is a probability in [0, 1], got {self.link_drop!r}")
-        if not isinstance(self.max_staleness, int) or self.max_staleness < 0:
-            raise ConfigError(f"--max-staleness must be an integer >= 0, got {self.max_staleness!r}")
-        if not isinstance(self.peers_per_round, int) or self.peers_per_round < 1:
-            raise ConfigError(f"--peers-per-round must be a positive integer, got {self.peers_per_round!r}")
-        self.failures()
-        method.validate(self)
-
-    def failures(self) -> dict[int, int]:
-        """--fail-learner as {learner: env step}, refusing learners outside 0..N-1 and bad syntax."""
-        out: dict[int, int] = {}
-        for item in self.fail_learner:
-            learner, _, step = item.partition("@")
-            try:
-                k, s = int(learner), int(step)
-            except ValueError:
-                raise ConfigError(f"--fail-learner takes LEARNER@STEP such as 3@100000, got {item!r}") from None
-            if not 0 <= k < self.num_learners or s < 0:
+        for name, owner in option_owners().items():
+            f = next(f for f in dataclasses.fields(owner.Options) if f.name == name)
+            if owner is not method and getattr(self, name) != f.default:
                 raise ConfigError(
-                    f"--fail-learner {item}: the learner must be in 0..{self.num_learners - 1} and the step >= 0"
+                    f"--{_flag(name)} is an option of --method {owner.name}: use it with --method {owner.name}, "
+                    f"not {self.method}"
                 )
-            if k in out:
-                raise ConfigError(
-                    f"--fail-learner names learner {k} twice ({k}@{out[k]} and {item}): a learner leaves the graph once"
-                )
-            out[k] = s
-        return out
+        method.Options.of(self).check(self)
 
     def differences(self, other: "TrainConfig") -> list[str]:
         """Options (as flags) whose values differ, leaving out those a resumed run may change."""
@@ -407,30 +378,6 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     return values
 
 
-def _has_type(value: Any, hint: Any) -> bool:
-    """isinstance for the annotations TrainConfig uses: int, float, str, bool, `X | None`, tuple[str, ...]."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return any(_has_type(value, arg) for arg in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if typing.get_origin(hint) is tuple:
-        return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _type_name(hint: Any) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "unset"}
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
-    if typing.get_origin(hint) is tuple:
-        return "a comma list of names"
-    return names.get(hint, str(hint))
-
-
 # Options that control how a run is carried out, not what it computes: free to change on --resume.
 RESUME_FREE = frozenset(
     {
@@ -453,5 +400,16 @@ RUN_METADATA = frozenset({"version", "world_size", "adjacency_file", "provenance
 NOT_WHAT_IS_LEARNED = RESUME_FREE | RUN_METADATA | {"seed", "log_interval", "backend"}
 
 
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
+def _method_fields() -> list[tuple[str, Any, dataclasses.Field]]:
+    """Every method's options as TrainConfig fields, in the registry's order."""
+    out = []
+    for method in METHODS.values():
+        hints = typing.get_type_hints(method.Options)
+        for f in dataclasses.fields(method.Options):
+            out.append((f.name, hints[f.name], dataclasses.field(default=f.default, metadata=f.metadata)))
+    return out
+
+
+TrainConfig = dataclasses.make_dataclass("TrainConfig", _method_fields(), bases=(RunOptions,))
+TrainConfig.__module__ = __name__
+TrainConfig.__doc__ = """Every option of `diffdac train`, the methods' own included; `diffdac.train(config)` runs it."""

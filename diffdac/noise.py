@@ -16,8 +16,6 @@ try:
 except ImportError:  # numba is the [fast] extra; numpy draws the same numbers
     numba = None
 
-_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
-
 # Streams: one per kind of draw, so adding a draw never shifts another.
 ACTION = 1
 INIT = 0x1A17

@@ -134,11 +134,6 @@ class BatchedAcrobot:
         self._episodes.clear()
         return observe(np.moveaxis(initial, -1, 0))[0]
 
-    def set_state(self, state: np.ndarray) -> None:
-        """Put every simulator in `state` [K, E, 4] at the start of an episode (for tests)."""
-        self._set_state(state)
-        self._episodes.clear()
-
     def state_dict(self) -> dict:
         """Physical states, running episodes and reset generators: enough to continue bit for bit.
 

@@ -56,7 +56,8 @@ class TaskBatch(Protocol):
     def close(self) -> None: ...
 
 
-TASK_SEEDINGS = ("keyed", "original")
+TASK_SEEDINGS = ("keyed", "original")  # how learner r's task follows from the seed (task_seed_for)
+MASS_SCALINGS = ("body-mass", "mass-and-inertia")  # how a MuJoCo mass variant scales the body (envs.mujoco)
 
 
 def task_seed_for(seed: int, learner: int, seeding: str = "keyed") -> int:

@@ -2,53 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import gymnasium
 import numpy as np
 
+from envs.batch import GYM_RESET_STREAM, EpisodeTracker, StepResult, simulator_seed_sequence
+from envs.gym_env import make_learner_env, step_envs
 from envs.sim_workers import SimWorker
-from envs.batch import (
-    GYM_RESET_STREAM,
-    EpisodeTracker,
-    StepResult,
-    simulator_seed_sequence,
-    task_seed_for,
-)
-
-DIFFDAC_NAMESPACE = "diffdac/"
-
-
-def make_learner_env(
-    env_id: str,
-    seed: int,
-    learner: int,
-    task_seeding: str = "keyed",
-    render_mode: str | None = None,
-    **task_options: object,
-) -> gymnasium.Env:
-    """Learner `learner`'s env: its own task for diffdac ids (with `task_options` such as
-    mass_scaling), the one standard task otherwise."""
-    render = {} if render_mode is None else {"render_mode": render_mode}
-    if env_id.startswith(DIFFDAC_NAMESPACE):
-        return gymnasium.make(env_id, task_seed=task_seed_for(seed, learner, task_seeding), **render, **task_options)
-    return gymnasium.make(env_id, **render)
-
-
-def step_envs(
-    envs: Sequence[gymnasium.Env],
-    actions: np.ndarray,
-    obs: np.ndarray,
-    final_obs: np.ndarray,
-    reward: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
-) -> None:
-    """Step each env with its action into the given rows; one that ends is reset in the same step (SAME_STEP)."""
-    for i, env in enumerate(envs):
-        final_obs[i], reward[i], terminated[i], truncated[i], _ = env.step(actions[i])
-        obs[i] = env.reset()[0] if terminated[i] or truncated[i] else final_obs[i]
+from envs.spec import TaskSpec
 
 
 class GymTaskBatch:
@@ -66,40 +28,33 @@ class GymTaskBatch:
     (envs.sim_workers) each other one, beside it: the Python of a step runs in parallel too.
     """
 
-    def __init__(
-        self,
-        env_id: str,
-        seed: int,
-        learner_ids: Sequence[int],
-        envs_per_learner: int,
-        task_seeding: str = "keyed",
-        sim_threads: int = 1,
-        sim_processes: int = 1,
-        **task_options: object,
-    ):
-        if sim_threads > 1 and sim_processes > 1:
+    def __init__(self, spec: TaskSpec, **task_options: object):
+        """`task_options` go to every env's constructor (a MuJoCo variant's mass_scaling)."""
+        if spec.sim_threads > 1 and spec.sim_processes > 1:
             raise ValueError("give --sim-threads or --sim-processes, not both")
-        self.num_learners = len(learner_ids)
-        self.envs_per_learner = envs_per_learner
-        owners = [k for k in learner_ids for _ in range(envs_per_learner)]  # the learner of each simulator
+        E = spec.envs_per_learner
+        self.num_learners = len(spec.learner_ids)
+        self.envs_per_learner = E
+        owners = [k for k in spec.learner_ids for _ in range(E)]  # the learner of each simulator
         self._reset_seeds = [
-            int(simulator_seed_sequence(seed, k, e, GYM_RESET_STREAM).generate_state(1)[0])
-            for k in learner_ids
-            for e in range(envs_per_learner)
+            int(simulator_seed_sequence(spec.seed, k, e, GYM_RESET_STREAM).generate_state(1)[0])
+            for k in spec.learner_ids
+            for e in range(E)
         ]
         n = len(owners)
-        self._slices = [
-            (int(s[0]), int(s[-1]) + 1) for s in np.array_split(np.arange(n), min(max(sim_threads, sim_processes), n))
-        ]
+        parts = min(max(spec.sim_threads, spec.sim_processes), n)
+        self._slices = [(int(s[0]), int(s[-1]) + 1) for s in np.array_split(np.arange(n), parts)]
         # Processes: this one steps the first slice, a worker each other slice. Threads: every env is here.
-        local = self._slices[0][1] if sim_processes > 1 else n
+        processes = spec.sim_processes > 1
+        local = self._slices[0][1] if processes else n
+        make = (spec.env_id, spec.seed)
         self._workers = (
-            [SimWorker(env_id, seed, owners[lo:hi], task_seeding, task_options) for lo, hi in self._slices[1:]]
-            if sim_processes > 1
+            [SimWorker(*make, owners[lo:hi], spec.task_seeding, task_options) for lo, hi in self._slices[1:]]
+            if processes
             else []
         )
         try:
-            self._envs = [make_learner_env(env_id, seed, k, task_seeding, **task_options) for k in owners[:local]]
+            self._envs = [make_learner_env(*make, k, spec.task_seeding, **task_options) for k in owners[:local]]
             sim_tasks = [dict(getattr(env.unwrapped, "task", {})) for env in self._envs]
             for worker in self._workers:
                 sim_tasks += worker.tasks()
@@ -108,8 +63,8 @@ class GymTaskBatch:
             raise
         self.observation_space = self._envs[0].observation_space
         self.action_space = self._envs[0].action_space
-        self.tasks = sim_tasks[::envs_per_learner]
-        self._episodes = EpisodeTracker((self.num_learners, envs_per_learner))
+        self.tasks = sim_tasks[::E]
+        self._episodes = EpisodeTracker((self.num_learners, E))
         self._pool = ThreadPoolExecutor(len(self._slices)) if len(self._slices) > 1 and not self._workers else None
 
     def _unflatten(self, x: np.ndarray) -> np.ndarray:

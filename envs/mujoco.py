@@ -22,6 +22,7 @@ from gymnasium.envs.mujoco.mujoco_env import expand_model_path
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 from gymnasium.utils import EzPickle
 
+from envs.batch import MASS_SCALINGS
 from envs.mujoco_tasks import sample_mujoco_task
 
 
@@ -93,7 +94,6 @@ def stretch_legs(spec: mujoco.MjSpec, robot: Robot, factor: float) -> float:
     return shift
 
 
-MASS_SCALINGS = ("body-mass", "mass-and-inertia")
 
 
 def scale_body_masses(model: mujoco.MjModel, factor: float) -> None:

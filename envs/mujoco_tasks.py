@@ -60,17 +60,3 @@ def sample_mujoco_task(family: str, task_seed: int) -> dict:
     if "air" in varies:
         task["density"], task["viscosity"] = AIR_DENSITY, AIR_VISCOSITY
     return task
-
-
-def is_mujoco_variant(env_id: str) -> bool:
-    """Whether `env_id` is one of the diffdac MuJoCo variants (diffdac/<Family><Robot>-v5)."""
-    return any(env_id == variant_id(family, robot) for family in FAMILIES for robot in ROBOT_NAMES)
-
-
-def stock_id(env_id: str) -> str:
-    """The stock gymnasium id a variant id is built on: diffdac/RandomMassHopper-v5 -> Hopper-v5."""
-    for family in FAMILIES:
-        for robot in ROBOT_NAMES:
-            if env_id == variant_id(family, robot):
-                return f"{robot}-v5"
-    raise ValueError(f"{env_id!r} is not a MuJoCo task variant: use an id like {variant_id('RandomMass', 'Hopper')}")

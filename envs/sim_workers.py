@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.gym_env import make_learner_env, step_envs
+
 
 class WorkerError(RuntimeError):
     """A simulator worker failed or died; the message is the worker's error."""
@@ -107,8 +109,6 @@ class SimWorker:
 def _serve(commands: Connection, conn: Connection) -> None:
     """The worker's loop: make the envs, then answer reset, step and close until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ctrl-c is the parent's to handle; it closes the workers
-    from envs.gym_batch import make_learner_env, step_envs
-
     envs = []
     try:
         env_id, seed, learners, task_seeding, task_options = commands.recv()

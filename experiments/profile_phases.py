@@ -24,8 +24,7 @@ import torch
 from diffdac import TrainConfig, train
 from diffdac.learners.block import Learners
 from diffdac.learners.population import Population
-from envs.acrobot import BatchedAcrobot
-from envs.gym_batch import GymTaskBatch
+from envs import BatchedAcrobot, GymTaskBatch
 
 PHASES = (
     ("collect", Learners, "collect"),

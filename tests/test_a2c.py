@@ -5,8 +5,8 @@ from diffdac.learners.a2c import a2c_loss, bootstrap_truncations, compute_return
 
 
 def _col(values):
-    """[T] -> [T, 1, 1]"""
-    return torch.tensor(values, dtype=torch.float64).view(-1, 1, 1)
+    """[T] -> [K, T, E] = [1, T, 1]"""
+    return torch.tensor(values, dtype=torch.float64).view(1, -1, 1)
 
 
 def test_n_step_returns_discount_rewards_and_bootstrap_the_last_value():
@@ -38,8 +38,8 @@ def test_gae_with_lambda_zero_is_the_one_step_td_error():
 
 def test_gae_with_lambda_one_equals_n_step_returns():
     torch.manual_seed(0)
-    rewards, values = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(5, 2, 3, dtype=torch.float64)
-    dones = (torch.rand(5, 2, 3) < 0.3).double()
+    rewards, values = torch.randn(2, 5, 3, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)
+    dones = (torch.rand(2, 5, 3) < 0.3).double()
     next_value = torch.randn(2, 3, dtype=torch.float64)
     a1, r1 = compute_returns(rewards, values, dones, next_value, 0.97)
     a2, r2 = compute_returns(rewards, values, dones, next_value, 0.97, gae_lambda=1.0)

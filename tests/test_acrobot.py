@@ -5,9 +5,14 @@ import numpy as np
 import pytest
 
 import envs
-from envs import BatchedAcrobot, make_task_batch, sample_acrobot_task, task_seed_for
+from envs import BatchedAcrobot, TaskSpec, make_task_batch, sample_acrobot_task, task_seed_for
 from envs import acrobot_kernel
 from envs.acrobot import apply_task
+
+
+def _batch(*args, **kwargs):
+    """The task batch of TaskSpec(*args, **kwargs)."""
+    return make_task_batch(TaskSpec(*args, **kwargs))
 
 
 def _oracle_envs(tasks, envs_per_learner, seed):
@@ -40,7 +45,8 @@ def test_batched_acrobot_matches_gymnasium_bit_for_bit(compiled):
     K, E = len(tasks), 2
     oracles = _oracle_envs(tasks, E, seed=123)
     batch = BatchedAcrobot(tasks, E, seed=0, learner_ids=range(K), compiled=compiled)
-    batch.set_state(np.array([[env.unwrapped.state for env in row] for row in oracles]))
+    start = np.array([[env.unwrapped.state for env in row] for row in oracles])
+    batch.load_state_dict({**batch.state_dict(), "state": start.tolist()})  # each simulator in its oracle's state
     rng = np.random.default_rng(0)
     obs = np.array([[env.unwrapped._get_ob() for env in row] for row in oracles])
     ended = {"terminated": 0, "truncated": 0}
@@ -73,7 +79,7 @@ def _restart_oracle(env, batch_state, batch_obs):
 
 def test_truncation_statistics_and_same_step_autoreset():
     """With zero torque from near rest nothing terminates: every episode is cut at step 500."""
-    batch = make_task_batch("diffdac/Acrobot-v1", seed=1, learner_ids=[0], envs_per_learner=3)
+    batch = _batch("diffdac/Acrobot-v1", seed=1, learner_ids=[0], envs_per_learner=3)
     batch.reset()
     zero_torque = np.ones((1, 3), dtype=int)
     for _ in range(499):
@@ -134,8 +140,8 @@ def test_registration_is_idempotent(recwarn):
 
 def test_layout_independence():
     env_id, seed, E = "diffdac/RandomExtremeAcrobot-v1", 3, 2
-    whole = make_task_batch(env_id, seed, [0, 1, 2, 3], E)
-    parts = [make_task_batch(env_id, seed, ids, E) for ids in ([0, 1], [2, 3])]
+    whole = _batch(env_id, seed, [0, 1, 2, 3], E)
+    parts = [_batch(env_id, seed, ids, E) for ids in ([0, 1], [2, 3])]
     assert whole.tasks == parts[0].tasks + parts[1].tasks
     assert np.array_equal(whole.reset(), np.concatenate([p.reset() for p in parts]))
     rng = np.random.default_rng(0)

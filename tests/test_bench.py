@@ -189,5 +189,10 @@ def test_without_stable_baselines3_the_peer_row_says_how_to_get_it(capsys, monke
 def test_the_combine_scenario_times_one_combine_per_ring_size(capsys):
     assert main(["bench", "--scenario", "combine", "--setups", "8x1,32x1@2", "--repeats", "1", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
-    assert [(r["learners"], r["threads"]) for r in rows] == [(8, 1), (32, 2)]
+    diffusion = [r for r in rows if r["method"] == "diff-a2c"]
+    assert [(r["learners"], r["threads"]) for r in diffusion] == [(8, 1), (32, 2)]
     assert all(r["combine_ms"] > 0 and r["ns_per_edge_end"] > 0 for r in rows)
+    choco = [(r["learners"], r["compress"]) for r in rows if r["method"] == "choco"]
+    assert choco == [(n, spec) for n in (8, 32) for spec in bench.COMPRESSORS]  # a row per compressor
+    sizes = {r["compress"]: r["message_bytes"] for r in rows if r["learners"] == 8}
+    assert sizes["top-k:0.01"] < sizes["top-k:0.1"] < sizes["none"] == sizes[""] == 4 * bench.BENCH_WIDTH

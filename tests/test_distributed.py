@@ -126,7 +126,8 @@ def test_plans_agree_between_ranks_and_yield_the_combiners_buffer(world_size):
         for b in a.peers:
             assert np.array_equal(a.local_ids[a.sends[b]], plans[b].recvs[a.rank])
         combiner = Combiner(src, dst, weight, learner_block(a.rank, world_size, 11))
-        assert np.array_equal(a.available_ids, combiner.buffer_ids)
+        pieces = {a.rank: a.local_ids, **a.recvs}  # the rows exchange() yields, concatenated in rank order
+        assert np.array_equal(np.concatenate([pieces[r] for r in sorted(pieces)]), combiner.buffer_ids)
 
 
 # ---------------------------------------------------------------- torchrun on loopback, bit for bit
@@ -145,7 +146,7 @@ def test_processes_reproduce_the_one_process_run(single, tmp_path, topology, pro
     _assert_same_run(single[topology], run_dir)
     last = checkpoint.latest(run_dir)
     assert last.complete and last.world_size == processes
-    assert [p.name for p in last.rank_paths(run_dir)] == sorted(
+    assert [checkpoint.rank_path(run_dir, last.steps, r).name for r in range(processes)] == sorted(
         p.name for p in (run_dir / "checkpoints").glob(f"step{last.steps:012d}.rank*.pt")
     )
     assert '"world_size": ' + str(processes) in (run_dir / "config.json").read_text()

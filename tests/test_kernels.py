@@ -22,10 +22,10 @@ def test_every_kernel_serves_on_this_machine():
 @pytest.mark.parametrize("gamma, lam", [(0.99, 1.0), (0.9, 0.95), (0.5, 0.0)])
 def test_returns_equal_the_torch_ops_bit_for_bit(gamma, lam):
     gen = torch.Generator().manual_seed(3)
-    t, k, e = 7, 5, 3
-    rewards = torch.randn(t, k, e, generator=gen) * 10.0
-    values = torch.randn(k, t, e, generator=gen).transpose(0, 1)  # strided, as adapt passes it
-    dones = (torch.rand(t, k, e, generator=gen) < 0.25).float()
+    k, t, e = 5, 7, 3
+    rewards = torch.randn(k, t, e, generator=gen) * 10.0
+    values = torch.randn(k, t * e, generator=gen).view(k, t, e)  # the critic's [K, T * E], as adapt passes it
+    dones = (torch.rand(t, k, e, generator=gen) < 0.25).float().transpose(0, 1)  # strided: the kernel only reads
     next_value = torch.randn(k, e, generator=gen)
     want = returns_by_ops(rewards, values, dones, next_value, gamma, lam)
     got = kernels.returns(rewards, values, dones, next_value, gamma, lam)

@@ -1,14 +1,23 @@
-"""GymTaskBatch on CartPole and MuJoCo variants (action clipping), and make_task_batch's choice of implementation and errors."""
+"""GymTaskBatch on CartPole and MuJoCo variants (action clipping), and the batch each id's family builds, and errors."""
 
 import gymnasium
 import numpy as np
 import pytest
 
-from envs import BatchedAcrobot, GymTaskBatch, is_batched_acrobot, make_task_batch
-from envs.gym_batch import make_learner_env
-from envs.sim_workers import SimWorker, WorkerError
+from envs import BatchedAcrobot, GymTaskBatch, TaskSpec, WorkerError, family_of, make_task_batch
+from envs.gym_env import make_learner_env
+from envs.sim_workers import SimWorker
 
 K, E = 2, 2
+
+
+def _batch(*args, **kwargs):
+    """The task batch of TaskSpec(*args, **kwargs)."""
+    return make_task_batch(TaskSpec(*args, **kwargs))
+
+
+def _gym_batch(*args, **kwargs):
+    return GymTaskBatch(TaskSpec(*args, **kwargs))
 
 
 def _run(batch, steps, seed=0):
@@ -18,7 +27,7 @@ def _run(batch, steps, seed=0):
 
 
 def test_cartpole_shapes_and_same_step_autoreset():
-    batch = make_task_batch("CartPole-v1", seed=0, learner_ids=[0, 1], envs_per_learner=E)
+    batch = _batch("CartPole-v1", seed=0, learner_ids=[0, 1], envs_per_learner=E)
     assert isinstance(batch, GymTaskBatch)
     assert batch.tasks == [{}, {}] and batch.observation_space.shape == (4,)
     obs = batch.reset()
@@ -46,8 +55,8 @@ def test_cartpole_shapes_and_same_step_autoreset():
 
 
 def test_gym_batch_is_layout_independent():
-    whole = GymTaskBatch("CartPole-v1", seed=5, learner_ids=[0, 1], envs_per_learner=E)
-    parts = [GymTaskBatch("CartPole-v1", seed=5, learner_ids=[k], envs_per_learner=E) for k in (0, 1)]
+    whole = _gym_batch("CartPole-v1", seed=5, learner_ids=[0, 1], envs_per_learner=E)
+    parts = [_gym_batch("CartPole-v1", seed=5, learner_ids=[k], envs_per_learner=E) for k in (0, 1)]
     assert np.array_equal(whole.reset(), np.concatenate([p.reset() for p in parts]))
     rng = np.random.default_rng(1)
     for _ in range(100):
@@ -59,8 +68,8 @@ def test_gym_batch_is_layout_independent():
 
 
 def test_gym_batch_gives_each_learner_its_diffdac_task():
-    batch = GymTaskBatch("diffdac/RandomExtremeAcrobot-v1", seed=0, learner_ids=[0, 1], envs_per_learner=E)
-    reference = make_task_batch("diffdac/RandomExtremeAcrobot-v1", seed=0, learner_ids=[0, 1], envs_per_learner=E)
+    batch = _gym_batch("diffdac/RandomExtremeAcrobot-v1", seed=0, learner_ids=[0, 1], envs_per_learner=E)
+    reference = _batch("diffdac/RandomExtremeAcrobot-v1", seed=0, learner_ids=[0, 1], envs_per_learner=E)
     assert batch.tasks == reference.tasks and batch.tasks[0] != batch.tasks[1]
 
 
@@ -68,28 +77,29 @@ def test_gym_batch_gives_each_learner_its_diffdac_task():
     "env_id", ["diffdac/Acrobot-v1", "diffdac/RandomNormalAcrobot-v1", "diffdac/RandomExtremeAcrobot-v1"]
 )
 def test_acrobot_ids_get_the_batched_acrobot(env_id):
-    assert is_batched_acrobot(env_id)
-    batch = make_task_batch(env_id, seed=0, learner_ids=[3, 4, 5], envs_per_learner=E)
+    assert family_of(env_id).simulator_kind == "batched"
+    batch = _batch(env_id, seed=0, learner_ids=[3, 4, 5], envs_per_learner=E)
     assert isinstance(batch, BatchedAcrobot)
     assert batch.num_learners == 3 and batch.envs_per_learner == E
     assert batch.reset().shape == (3, E, 6)
 
 
 def test_other_ids_are_not_batched_acrobot():
-    assert not is_batched_acrobot("Acrobot-v1") and not is_batched_acrobot("CartPole-v1")
+    assert all(family_of(env_id).simulator_kind != "batched" for env_id in ("Acrobot-v1", "CartPole-v1"))
+    assert not isinstance(_batch("Acrobot-v1", 0, [0]), BatchedAcrobot)
 
 
 @pytest.mark.parametrize("env_id", ["NoSuchEnv-v0", "diffdac/RandomExtremeAcrobat-v1", "nospace/CartPole-v1"])
 def test_unknown_id_is_a_one_line_value_error(env_id):
     with pytest.raises(ValueError) as info:
-        make_task_batch(env_id, seed=0, learner_ids=[0], envs_per_learner=1)
+        _batch(env_id, seed=0, learner_ids=[0], envs_per_learner=1)
     message = str(info.value)
     assert "\n" not in message and message.startswith(f"unknown environment id {env_id!r}")
 
 
 def test_box_actions_are_clipped_for_the_simulator_only():
     wild, tame = (
-        GymTaskBatch("diffdac/RandomMassHopper-v5", seed=0, learner_ids=[0, 1], envs_per_learner=E) for _ in range(2)
+        _gym_batch("diffdac/RandomMassHopper-v5", seed=0, learner_ids=[0, 1], envs_per_learner=E) for _ in range(2)
     )
     assert np.array_equal(wild.reset(), tame.reset())
     rng = np.random.default_rng(2)
@@ -104,8 +114,8 @@ def test_box_actions_are_clipped_for_the_simulator_only():
 
 def test_mujoco_batch_gives_each_learner_its_task_and_is_layout_independent():
     env_id = "diffdac/RandomMassHopper-v5"
-    whole = make_task_batch(env_id, seed=3, learner_ids=[0, 1], envs_per_learner=E)
-    parts = [make_task_batch(env_id, seed=3, learner_ids=[k], envs_per_learner=E) for k in (0, 1)]
+    whole = _batch(env_id, seed=3, learner_ids=[0, 1], envs_per_learner=E)
+    parts = [_batch(env_id, seed=3, learner_ids=[k], envs_per_learner=E) for k in (0, 1)]
     assert isinstance(whole, GymTaskBatch) and whole.tasks[0]["mass"] != whole.tasks[1]["mass"]
     assert whole.tasks == [p.tasks[0] for p in parts]
     assert np.array_equal(whole.reset(), np.concatenate([p.reset() for p in parts]))
@@ -120,7 +130,7 @@ def test_mujoco_batch_gives_each_learner_its_task_and_is_layout_independent():
 
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "diffdac/RandomMassHopper-v5"])
 def test_gym_batch_equals_gymnasiums_sync_vector_env_with_same_step_autoreset(env_id):
-    batch = GymTaskBatch(env_id, seed=1, learner_ids=[0, 1], envs_per_learner=E)
+    batch = _gym_batch(env_id, seed=1, learner_ids=[0, 1], envs_per_learner=E)
     vec = gymnasium.vector.SyncVectorEnv(
         [lambda k=k: make_learner_env(env_id, 1, k) for k in (0, 1) for _ in range(E)],
         autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP,
@@ -151,7 +161,7 @@ def test_gym_batch_equals_gymnasiums_sync_vector_env_with_same_step_autoreset(en
 @pytest.mark.parametrize("parallel", [{"sim_threads": 2}, {"sim_processes": 3}], ids=["threads", "processes"])
 def test_stepping_a_batch_on_several_cores_gives_the_same_numbers(env_id, parallel, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # MuJoCo may write MUJOCO_LOG.TXT
-    batches = [make_task_batch(env_id, 0, [0, 1, 2], 3), make_task_batch(env_id, 0, [0, 1, 2], 3, **parallel)]
+    batches = [_batch(env_id, 0, [0, 1, 2], 3), _batch(env_id, 0, [0, 1, 2], 3, **parallel)]
     assert batches[0].tasks == batches[1].tasks and batches[0].action_space == batches[1].action_space
     observations = [b.reset() for b in batches]
     assert np.array_equal(*observations)
@@ -174,7 +184,7 @@ def test_a_simulator_workers_error_and_its_death_are_one_clear_error(tmp_path, m
     with pytest.raises(WorkerError, match="^a simulator worker failed: ValueError"):
         worker.receive_step()
     worker.close()
-    batch = make_task_batch("diffdac/RandomMassHopper-v5", 0, [0, 1], 2, sim_processes=2)
+    batch = _batch("diffdac/RandomMassHopper-v5", 0, [0, 1], 2, sim_processes=2)
     batch.reset()
     batch._workers[0]._process.kill()
     batch._workers[0]._process.wait()
@@ -185,4 +195,4 @@ def test_a_simulator_workers_error_and_its_death_are_one_clear_error(tmp_path, m
 
 def test_asking_for_simulator_threads_and_processes_at_once_is_refused():
     with pytest.raises(ValueError, match="not both"):
-        make_task_batch("CartPole-v1", 0, [0], 2, sim_threads=2, sim_processes=2)
+        _batch("CartPole-v1", 0, [0], 2, sim_threads=2, sim_processes=2)

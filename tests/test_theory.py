@@ -21,7 +21,7 @@ from diffdac.network.comm import LocalCommunicator
 from diffdac.config import TrainConfig
 from diffdac.network.mixing import disagreement
 from diffdac.network.methods import method_for
-from diffdac.learners.block import clip_per_learner
+from diffdac.learners import kernels
 
 K, P, M = 6, 3, 5
 GRAPH = nx.path_graph(K)  # irregular: the ends have one neighbour, the rest two
@@ -60,8 +60,8 @@ class Network:
         _losses(
             self.theta, self.a, self.b
         ).sum().backward()  # losses per learner, then summed: no learner shares a gradient
-        clip_per_learner(self.theta.grad, 1e6)  # the trainer's per-learner clip, far above these gradients
-        self.optimizer.step()
+        # the trainer's per-learner clip (far above these gradients) and step
+        kernels.clip_and_step(self.optimizer, self.theta, 1e6)
         with torch.no_grad():
             self.theta.copy_(self.mixer.combine(round_index, np.ones(K, dtype=bool), [self.theta.detach()])[0])
 

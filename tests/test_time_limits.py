@@ -20,13 +20,13 @@ GAMMA = 0.5
 
 
 def _col(values) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float64).view(-1, 1, 1)
+    return torch.tensor(values, dtype=torch.float64).view(1, -1, 1)  # [K, T, E]
 
 
 def _returns(terminated, truncated, time_limit="bootstrap") -> list[float]:
     """Return targets of a 3-step rollout whose last observations are worth 10 (V = 0 elsewhere)."""
     rewards, values, final_values = _col([1.0, 1.0, 1.0]), _col([0.0, 0.0, 0.0]), _col([10.0, 10.0, 10.0])
-    cut = bootstrapped(np.array(terminated).reshape(-1, 1, 1), np.array(truncated).reshape(-1, 1, 1), time_limit)
+    cut = bootstrapped(np.array(terminated).reshape(1, -1, 1), np.array(truncated).reshape(1, -1, 1), time_limit)
     dones = _col(np.logical_or(terminated, truncated).astype(float))
     rewards = bootstrap_truncations(rewards, torch.from_numpy(cut).double(), final_values, GAMMA)
     _, ret = compute_returns(rewards, values, dones, torch.tensor([[10.0]], dtype=torch.float64), GAMMA)

@@ -96,7 +96,7 @@ def test_learning_rate_zero_and_separate_init_converge_to_the_exact_mean(tmp_pat
     from diffdac.learners.population import Population
     import envs
 
-    tasks = envs.make_task_batch(config.env, config.seed, np.arange(4), 1)
+    tasks = envs.make_task_batch(envs.TaskSpec(config.env, config.seed, np.arange(4), 1))
     start = Population(
         tasks.observation_space, tasks.action_space, np.arange(4), 16, config.seed, separate_init=True
     ).flat.detach()

@@ -17,7 +17,7 @@ import networkx as nx
 import numpy as np
 
 from topologies.errors import TopologyError
-from topologies.names import TOPOLOGY_NAMES
+from topologies.names import RANDOM_TOPOLOGIES, TOPOLOGY_NAMES
 
 
 ADJACENCY_SUFFIXES = (".npy", ".csv", ".txt")
@@ -28,12 +28,14 @@ def build_graph(name: str, num_learners: int, edge_prob: float | None = None, se
     """Build the named topology on learners 0..num_learners-1.
 
     `edge_prob` and `seed` are used by `erdos-renyi` only, so that a config can carry them
-    whatever the topology.
+    whatever the topology. A random schedule (random-matching, random-regular) draws a graph per
+    round (topologies.schedules); its graph here is their support, the full graph: any two
+    learners may be linked in some round.
     """
     _check_num_learners(num_learners)
     if name == "ring":
         return _ring(num_learners)
-    if name == "full":
+    if name == "full" or name in RANDOM_TOPOLOGIES:
         return nx.complete_graph(num_learners)
     if name == "star":
         return nx.star_graph(num_learners - 1)
@@ -53,6 +55,7 @@ def edge_count(name: str, num_learners: int, edge_prob: float | None = None) -> 
     n = num_learners
     pairs = n * (n - 1) // 2
     counts = {"ring": n if n > 2 else n - 1, "full": pairs, "star": n - 1, "line": n - 1, "grid": 2 * n, "none": 0}
+    counts.update(dict.fromkeys(RANDOM_TOPOLOGIES, pairs))  # their support, the full graph
     if name == "erdos-renyi":
         return int(pairs * float(edge_prob or 0.0))
     return max(counts.get(name, 0), 0)
@@ -132,10 +135,11 @@ def _parse_literal(text: str) -> object:
 
 def _load_file(path: Path, max_learners: int | None) -> np.ndarray:
     info = _check_file(path)
-    if max_learners is not None and info.st_size > max_file_bytes(path, max_learners):
+    rounds = _npy_rounds(path)
+    if max_learners is not None and info.st_size > rounds * max_file_bytes(path, max_learners):
         raise TopologyError(
             f"adjacency file {str(path)!r} is {info.st_size:,} bytes, more than a matrix of {max_learners} learners "
-            f"can take ({max_file_bytes(path, max_learners):,}): check the file or --num-learners"
+            f"can take ({rounds * max_file_bytes(path, max_learners):,}): check the file or --num-learners"
         )
     try:
         if path.suffix.lower() == ".npy":
@@ -180,21 +184,47 @@ def _is_run_table(text: str) -> bool:
     return text.split("\n", 1)[0].split(",")[0].strip() == "learner"
 
 
-def adjacency_size(spec: str) -> int:
-    """N of the N x N matrix `spec` gives, read cheaply (a .npy header, a text file's first row), so that
-    --num-learners can default to it before the whole matrix is read under a size limit."""
+def _npy_shape(path: Path) -> tuple[int, ...]:
+    """The shape in a .npy file's header, read without its data."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return tuple(read(f)[0])
+
+
+def _npy_rounds(path: Path) -> int:
+    """R of a .npy of R stacked matrices [R, N, N] (1 for anything else), for its size limit."""
+    if path.suffix.lower() != ".npy":
+        return 1
+    try:
+        shape = _npy_shape(path)
+    except (OSError, ValueError):
+        return 1  # np.load names what is wrong with it
+    return max(1, shape[0]) if len(shape) == 3 else 1
+
+
+def adjacency_parts(spec: str) -> list[str]:
+    """The matrices' sources in an --adjacency spec: one literal, or one or more files separated by commas."""
     text = spec.strip()
     if text.startswith("["):
-        return len(_to_numeric(_parse_literal(text), "adjacency literal"))
+        return [text]
+    return [part.strip() for part in text.split(",") if part.strip()] or [text]
+
+
+def adjacency_size(spec: str) -> int:
+    """N of the N x N matrix `spec` gives (of its first matrix for a sequence), read cheaply (a .npy header,
+    a text file's first row), so that --num-learners can default to it before the whole matrix is read
+    under a size limit."""
+    text = adjacency_parts(spec)[0]
+    if text.startswith("["):
+        shape = _to_numeric(_parse_literal(text), "adjacency literal").shape
+        return int(shape[-1]) if shape else 0
     path = Path(text)
     _check_file(path)
     try:
         if path.suffix.lower() == ".npy":
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                shape = read(f)[0]
-            return int(shape[0]) if shape else 0
+            shape = _npy_shape(path)
+            return int(shape[-1]) if shape else 0
         with open(path) as f:
             first = f.readline(FIRST_LINE_LIMIT)
             ours = _is_run_table(first)
@@ -256,11 +286,50 @@ def validate_adjacency(a: np.ndarray, num_learners: int) -> None:
 
 
 def read_adjacency(spec: str, num_learners: int) -> np.ndarray:
-    """The checked adjacency matrix of `num_learners` learners that `spec` (literal or file) gives."""
+    """The checked adjacency matrix of `num_learners` learners that `spec` (literal or file) gives; for a
+    sequence of matrices, their union (the graph of every link that is ever used)."""
+    matrices = read_adjacencies(spec, num_learners)
+    return matrices[0] if len(matrices) == 1 else matrices.max(0)
+
+
+def read_adjacencies(spec: str, num_learners: int) -> np.ndarray:
+    """The checked matrices [R, N, N] of an --adjacency sequence: a literal (one matrix or a list of them),
+    files separated by commas, or a .npy of shape [R, N, N]; round r of a run uses matrix r mod R."""
     _check_num_learners(num_learners)
-    a = parse_adjacency(spec, max_learners=num_learners)
-    validate_adjacency(a, num_learners)
-    return a
+    matrices: list[np.ndarray] = []
+    for part in adjacency_parts(spec):
+        a = parse_adjacency(part, max_learners=num_learners)
+        if a.ndim == 3:
+            matrices.extend(a)
+        else:
+            matrices.append(a)  # validate_adjacency names a shape that is not N x N
+    sizes = [m.shape for m in matrices]
+    if len(matrices) > 1 and any(m.ndim != 2 or m.shape != sizes[0] for m in matrices):
+        bad = next(i for i, m in enumerate(matrices) if m.ndim != 2 or m.shape != sizes[0])
+        raise TopologyError(
+            f"adjacency sequence {_shorten(spec)}: matrix {bad} has shape {sizes[bad]} but matrix 0 has {sizes[0]}: "
+            "give N x N matrices of one N (a .npy sequence has shape [R, N, N])"
+        )
+    for r, a in enumerate(matrices):
+        try:
+            validate_adjacency(a, num_learners)
+        except TopologyError as err:
+            if len(matrices) == 1:
+                raise
+            raise TopologyError(f"adjacency sequence, matrix {r}: {err}") from None
+    return np.stack(matrices) if len(matrices) > 1 else matrices[0][None]
+
+
+def adjacency_rounds(spec: str) -> int:
+    """How many matrices an --adjacency spec gives, read cheaply (a .npy header; a literal is in memory anyway)."""
+    count = 0
+    for part in adjacency_parts(spec):
+        if part.startswith("["):
+            literal = _to_numeric(_parse_literal(part), "adjacency literal")
+            count += len(literal) if literal.ndim == 3 else 1
+        else:
+            count += _npy_rounds(Path(part)) if Path(part).is_file() else 1
+    return count
 
 
 def graph_from_adjacency(a: np.ndarray) -> nx.Graph:

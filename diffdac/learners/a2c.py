@@ -15,7 +15,7 @@ def bootstrap_truncations(
     """Add gamma * V(last obs) to the reward of a step cut by a time limit.
 
     A truncated episode did not end in the task, so its return continues past the cut; after
-    this the step can be treated as done like a termination. All arguments: [T, K, E].
+    this the step can be treated as done like a termination. All arguments: [K, T, E].
     """
     return rewards + gamma * final_values * truncated
 
@@ -28,10 +28,10 @@ def compute_returns(
     gamma: float,
     gae_lambda: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Advantages and return targets `[T, K, E]`.
+    """Advantages and return targets `[K, T, E]`, learner-major as the rollout.
 
     With `gae_lambda` None these are the n-step returns bootstrapped by `next_value: [K, E]`
-    (GAE with lambda 1 is exactly that sum); otherwise GAE(lambda). `dones[t]` marks that the
+    (GAE with lambda 1 is exactly that sum); otherwise GAE(lambda). `dones[:, t]` marks that the
     episode ended at step t, so nothing after it flows back into it. On the CPU in float32 one
     numba loop computes them where it gives these ops' bits (kernels).
     """

@@ -27,6 +27,7 @@ from diffdac.errors import ResumeError, TrainingError
 from diffdac.network.methods import Method
 from diffdac.learners.normalize import RunningNorm
 from diffdac.learners.population import Population
+from diffdac.metrics import Metrics
 
 RECENT_EPISODES = 100  # mean_return: the last episodes of each process, whichever learners finished them
 RECENT_PER_LEARNER = 10  # score: the last episodes of each learner
@@ -37,7 +38,7 @@ EpisodeSink = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
 @dataclass
 class Rollout:
-    """Preallocated storage of one update: obs `[K, T, E, D]`, the rest `[T, K, E]`."""
+    """Preallocated storage of one update, learner-major as the network takes it: `[K, T, E, ...]` every tensor."""
 
     obs: torch.Tensor
     actions: torch.Tensor
@@ -48,24 +49,24 @@ class Rollout:
 
     @classmethod
     def allocate(cls, pop: Population, steps: int, sims: int, device: torch.device) -> "Rollout":
-        k = pop.num_learners
+        shape = (pop.num_learners, steps, sims)
         action_shape = (pop.action_dim,) if pop.continuous else ()
+        action_dtype = torch.float32 if pop.continuous else torch.long
         return cls(
-            obs=torch.zeros(k, steps, sims, pop.obs_dim, device=device),
-            actions=torch.zeros(
-                steps, k, sims, *action_shape, device=device, dtype=torch.float32 if pop.continuous else torch.long
-            ),
-            rewards=torch.zeros(steps, k, sims, device=device),
-            dones=torch.zeros(steps, k, sims, device=device),
-            truncated=torch.zeros(steps, k, sims, device=device),
-            final_obs=torch.zeros(k, steps, sims, pop.obs_dim, device=device),
+            obs=torch.zeros(*shape, pop.obs_dim, device=device),
+            actions=torch.zeros(*shape, *action_shape, device=device, dtype=action_dtype),
+            rewards=torch.zeros(shape, device=device),
+            dones=torch.zeros(shape, device=device),
+            truncated=torch.zeros(shape, device=device),
+            final_obs=torch.zeros(*shape, pop.obs_dim, device=device),
         )
 
 
 @dataclass
 class RolloutBatch:
-    """A rollout as one update trains on: obs `[K, T * E, D]` and actions `[K, T * E, ...]` learner-major,
-    rewards `[T, K, E]` with truncated steps bootstrapped, dones `[T, K, E]`, next_value `[K, E]` after the last step."""
+    """A rollout as one update trains on: obs `[K, T * E, D]` and actions `[K, T * E, ...]` (views of the
+    rollout's storage), rewards `[K, T, E]` with truncated steps bootstrapped, dones `[K, T, E]`, next_value
+    `[K, E]` after the last step."""
 
     obs: torch.Tensor
     actions: torch.Tensor
@@ -108,8 +109,24 @@ class Learners:
         self.rollout = Rollout.allocate(self.pop, config.steps_per_update, e, self.device)
         self.obs = self._tensor(tasks.reset())
         self.updates = 0
-        self.failures = config.failures()  # learner -> env step at which it leaves the graph
+        self.failures = method.options.failures(config.num_learners)  # learner -> env step at which it leaves the graph
         self.alive = np.ones(k, dtype=bool)
+        self.last_loss: A2CLoss | None = None
+        self.metrics = Metrics(config.num_learners)
+        self._declare_metrics()
+
+    def _declare_metrics(self) -> None:
+        """progress.csv's columns after the score: the last update's losses, then the graph's state."""
+        for term in ("policy", "value"):
+            self.metrics.declare(f"{term}_loss", "per_learner", sample=lambda t=term: self._loss_sum(t))
+        self.metrics.declare("entropy", "per_learner", sample=lambda: self._loss_sum("entropy"))
+        self.metrics.declare("disagreement", "same", sample=self.disagreement)
+        self.metrics.declare("learners", "sum", sample=lambda: float(self.alive.sum()), integer=True)
+        self.mixer.declare(self.metrics)
+
+    def _loss_sum(self, term: str) -> float:
+        """One term of the last update's loss, summed over this block's learners."""
+        return float(getattr(self.last_loss, term).sum()) if self.last_loss is not None else float("nan")
 
     @property
     def steps(self) -> int:
@@ -153,22 +170,22 @@ class Learners:
                 self.obs_norm.update(self.obs)
             ro.obs[:, t] = self._policy_input(self.obs)
             actions = self.pop.act(ro.obs[:, t], cfg.seed, self.updates * cfg.steps_per_update + t)
-            ro.actions[t] = actions
+            ro.actions[:, t] = actions
             try:
                 result = self.tasks.step(actions.cpu().numpy())
             except envs.WorkerError as err:  # a --sim-processes worker failed or died
                 raise TrainingError(f"{err} at update {self.updates + 1}") from None
             done = result.terminated | result.truncated
-            ro.dones[t] = torch.from_numpy(done)  # copied into the buffer's dtype and device
-            ro.rewards[t] = torch.from_numpy(result.reward)
+            ro.dones[:, t] = torch.from_numpy(done)  # copied into the buffer's dtype and device
+            ro.rewards[:, t] = torch.from_numpy(result.reward)
             if self.ret_norm is not None:
-                ro.rewards[t] = self._scale_rewards(ro.rewards[t], ro.dones[t])
+                ro.rewards[:, t] = self._scale_rewards(ro.rewards[:, t], ro.dones[:, t])
             cut = bootstrapped(result.terminated, result.truncated, cfg.time_limit)
             if cut.any():
-                ro.truncated[t] = torch.from_numpy(cut)
+                ro.truncated[:, t] = torch.from_numpy(cut)
                 ro.final_obs[:, t] = self._policy_input(self._tensor(result.final_obs))
             else:
-                ro.truncated[t] = 0.0
+                ro.truncated[:, t] = 0.0
             if done.any():
                 record(result.episode_return, result.episode_length, done & self.alive[:, None])
             self.obs = self._tensor(result.obs)
@@ -189,6 +206,7 @@ class Learners:
             pop.flat.grad[torch.from_numpy(~self.alive).to(self.device)] = 0.0
         self._stop_if(kernels.clip_and_step(self.optimizer, pop.flat, cfg.max_grad_norm), "parameters")
         self.updates += 1
+        self.last_loss = loss
         return loss
 
     def rollout_batch(self) -> RolloutBatch:
@@ -199,24 +217,19 @@ class Learners:
             next_value = pop.value(self._policy_input(self.obs))
             rewards = ro.rewards
             if ro.truncated.any():
-                final_values = pop.value(ro.final_obs.view(k, steps * sims, dim)).view(k, steps, sims).transpose(0, 1)
+                final_values = pop.value(ro.final_obs.view(k, steps * sims, dim)).view(k, steps, sims)
                 rewards = bootstrap_truncations(rewards, ro.truncated, final_values, self.config.gamma)
-        actions = ro.actions.transpose(0, 1).reshape(k, steps * sims, *ro.actions.shape[3:])
+        actions = ro.actions.view(k, steps * sims, *ro.actions.shape[3:])
         return RolloutBatch(ro.obs.view(k, steps * sims, dim), actions, rewards, ro.dones, next_value)
 
     def loss(self, batch: RolloutBatch, values: torch.Tensor, logp: torch.Tensor, entropy: torch.Tensor) -> A2CLoss:
         """The A2C loss of `batch` from the network's values, log-probabilities and entropies `[K, T * E]`."""
-        cfg, (steps, k, sims) = self.config, batch.rewards.shape
+        cfg, flat, by_step = self.config, values.shape, batch.rewards.shape
         advantages, returns = compute_returns(
-            batch.rewards,
-            values.detach().view(k, steps, sims).transpose(0, 1),
-            batch.dones,
-            batch.next_value,
-            cfg.gamma,
-            cfg.gae_lambda,
+            batch.rewards, values.detach().view(by_step), batch.dones, batch.next_value, cfg.gamma, cfg.gae_lambda
         )
         return a2c_loss(
-            logp, entropy, values, _learner_major(returns), _learner_major(advantages), cfg.value_coef, cfg.entropy_coef
+            logp, entropy, values, returns.reshape(flat), advantages.reshape(flat), cfg.value_coef, cfg.entropy_coef
         )
 
     def _check_finite(self, values: torch.Tensor, what: str) -> None:
@@ -266,6 +279,7 @@ class Learners:
             "updates": self.updates,
             "tasks": self.tasks.state_dict(),
             "mixer": self.mixer.state_dict(),
+            "metrics": self.metrics.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -283,6 +297,7 @@ class Learners:
         self.discounted = state["discounted"].to(self.device)
         self.updates = state["updates"]
         self.mixer.load_state_dict(state["mixer"])
+        self.metrics.load_state_dict(state.get("metrics", {}))  # checkpoints from before the metrics have none
         if state["tasks"] is not None:
             self.tasks.load_state_dict(state["tasks"])
             self.obs = state["obs"].to(self.device)
@@ -300,17 +315,6 @@ def bootstrapped(terminated: np.ndarray, truncated: np.ndarray, time_limit: str)
     if time_limit == "terminal":
         return np.zeros_like(truncated)
     return truncated & ~terminated
-
-
-def _learner_major(x: torch.Tensor) -> torch.Tensor:
-    """[T, K, E] -> [K, T*E], the order of the learners' flattened batches."""
-    t, k, e = x.shape
-    return x.permute(1, 0, 2).reshape(k, t * e)
-
-
-def clip_per_learner(grad: torch.Tensor, max_norm: float) -> None:
-    """Scale each learner's gradient row `[K, P]` to norm at most max_norm, as clip_grad_norm_ does for one model."""
-    grad.mul_(kernels.clip_scale(grad, max_norm))
 
 
 class EpisodeStats:

@@ -73,19 +73,19 @@ def rmsprop_torch(optimizer: torch.optim.RMSprop, flat: torch.Tensor, scale: tor
 
 def _returns(rewards, values, dones, next_value, gamma, gamma_lam, advantages, targets):
     """returns_by_ops for every simulator: the same float32 operations in the same order."""
-    steps, learners, sims = rewards.shape
+    learners, steps, sims = rewards.shape
     one = np.float32(1.0)
     for k in range(learners):
         for e in range(sims):
             last = np.float32(0.0)
             following = next_value[k, e]
             for t in range(steps - 1, -1, -1):
-                alive = one - dones[t, k, e]
-                delta = rewards[t, k, e] + gamma * following * alive - values[t, k, e]
+                alive = one - dones[k, t, e]
+                delta = rewards[k, t, e] + gamma * following * alive - values[k, t, e]
                 last = delta + gamma_lam * alive * last
-                advantages[t, k, e] = last
-                targets[t, k, e] = last + values[t, k, e]
-                following = values[t, k, e]
+                advantages[k, t, e] = last
+                targets[k, t, e] = last + values[k, t, e]
+                following = values[k, t, e]
 
 
 def _categorical(probs, u, actions):
@@ -256,16 +256,16 @@ def returns_by_ops(
     gamma: float,
     lam: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """compute_returns one torch op at a time: any device and dtype."""
+    """compute_returns one torch op at a time, all simulators of a step `[:, t]` at once: any device and dtype."""
     advantages = torch.zeros_like(rewards)
     last = torch.zeros_like(next_value)
     following = next_value
-    for t in reversed(range(rewards.shape[0])):
-        alive = 1.0 - dones[t]
-        delta = rewards[t] + gamma * following * alive - values[t]
+    for t in reversed(range(rewards.shape[1])):
+        alive = 1.0 - dones[:, t]
+        delta = rewards[:, t] + gamma * following * alive - values[:, t]
         last = delta + gamma * lam * alive * last
-        advantages[t] = last
-        following = values[t]
+        advantages[:, t] = last
+        following = values[:, t]
     return advantages, advantages + values
 
 
@@ -275,9 +275,9 @@ def returns_available() -> bool:
     if numba is None:
         return False
     gen = torch.Generator().manual_seed(0)
-    t, k, e = 5, PROBE_ROWS, 3
-    rewards, values = torch.randn(t, k, e, generator=gen), torch.randn(t, k, e, generator=gen)
-    dones = (torch.rand(t, k, e, generator=gen) < 0.3).float()
+    k, t, e = PROBE_ROWS, 5, 3
+    rewards, values = torch.randn(k, t, e, generator=gen), torch.randn(k, t, e, generator=gen)
+    dones = (torch.rand(k, t, e, generator=gen) < 0.3).float()
     next_value = torch.randn(k, e, generator=gen)
     want = returns_by_ops(rewards, values, dones, next_value, 0.99, 0.95)
     got = returns(rewards, values, dones, next_value, 0.99, 0.95)

@@ -60,6 +60,11 @@ def _layout(obs_dim: int, hidden: int, action_dim: int, continuous: bool) -> lis
     return specs
 
 
+def parameter_count(obs_dim: int, hidden: int, action_dim: int, continuous: bool = True) -> int:
+    """Parameters of one learner (actor and critic, and a log-std per action dimension when continuous)."""
+    return sum(s.numel for s in _layout(obs_dim, hidden, action_dim, continuous))
+
+
 def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
     """Refuse (ConfigError) the spaces an MLP actor-critic cannot serve: images, dicts, multi-discrete actions."""
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:

@@ -31,8 +31,13 @@ class Communicator(Protocol):
     rank: int
     world_size: int
 
-    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray, graph: int = 0) -> torch.Tensor:
-        """This block's rows `[K, X]` -> rows of `buffer_ids` `[M, X]` over communication graph `graph`."""
+    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray, graph: Any = 0) -> torch.Tensor:
+        """This block's rows `[K, X]` -> rows of `buffer_ids` `[M, X]` over communication graph `graph`:
+        the index of a graph planned at connect time, or a plan `plan()` made for this round."""
+        ...
+
+    def plan(self, src: np.ndarray, dst: np.ndarray) -> Any:
+        """An exchange plan for one round's directed reads (dst reads src), for graphs drawn every round."""
         ...
 
     def all_gather(self, block: torch.Tensor) -> torch.Tensor:
@@ -58,9 +63,12 @@ class LocalCommunicator:
     rank = 0
     world_size = 1
 
-    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray, graph: int = 0) -> torch.Tensor:
+    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray, graph: Any = 0) -> torch.Tensor:
         # One process hosts every learner, so the buffer is the block itself.
         return block
+
+    def plan(self, src: np.ndarray, dst: np.ndarray) -> None:
+        return None  # nothing moves
 
     def all_gather(self, block: torch.Tensor) -> torch.Tensor:
         return block

@@ -14,14 +14,13 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from diffdac.network.comm import Communicator, LocalCommunicator, check_world_size, learner_block
-from diffdac.config import TrainConfig
 from diffdac.errors import TrainingError
 
 T = TypeVar("T")
@@ -58,16 +57,6 @@ class ExchangePlan:
     def peers(self) -> list[int]:
         """Ranks this rank sends to or receives from, ascending: the order of every exchange."""
         return sorted(set(self.sends) | set(self.recvs))
-
-    @property
-    def available_ids(self) -> np.ndarray:
-        """Global ids of the rows an exchange yields: received rows and local rows, ascending.
-
-        Blocks are contiguous and ordered by rank, so concatenating in rank order is already sorted.
-        """
-        before = [self.recvs[p] for p in self.peers if p < self.rank and p in self.recvs]
-        after = [self.recvs[p] for p in self.peers if p > self.rank and p in self.recvs]
-        return np.concatenate([*before, self.local_ids, *after]).astype(np.int64)
 
 
 def plan_reads(src: np.ndarray, dst: np.ndarray, num_learners: int, world_size: int, rank: int) -> ExchangePlan:
@@ -106,6 +95,8 @@ class DistributedCommunicator:
     first and the higher receives first, and every handle is waited on before the next message.
     Every rank walks its pairs in an order consistent with one global order of pairs, so the
     blocking sequence cannot deadlock, and it avoids batch_isend_irecv, which hangs on gloo.
+    `bytes_sent` counts the bytes this rank has handed to send in exchanges (collectives, whose
+    traffic the backend's algorithm decides, are not counted).
     """
 
     def __init__(self, plans: list[ExchangePlan], num_learners: int, backend: str, local_rank: int) -> None:
@@ -115,6 +106,7 @@ class DistributedCommunicator:
         self.plans = plans
         self.backend = backend
         self.local_rank = local_rank
+        self.bytes_sent = 0
 
     def _guard(self, peer: int | None, action: Callable[[], T]) -> T:
         """Run a message or collective; a backend failure becomes one PeerLost naming the peer."""
@@ -135,19 +127,26 @@ class DistributedCommunicator:
             if tensor is not None:
                 self._guard(peer, lambda: op(tensor, peer).wait())
 
-    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray, graph: int = 0) -> torch.Tensor:
+    def plan(self, src: np.ndarray, dst: np.ndarray) -> ExchangePlan:
+        """The plan of one round's reads, for schedules that draw a graph per round (every rank draws the same)."""
+        return plan_reads(src, dst, self.num_learners, self.world_size, self.rank)
+
+    def exchange(self, block: torch.Tensor, buffer_ids: np.ndarray, graph: int | ExchangePlan = 0) -> torch.Tensor:
         """This block's rows `[K, X]` -> rows of `buffer_ids` `[M, X]`, neighbours' fetched from their ranks.
 
         `graph` picks one of the communication graphs the plans were made from (GALA has one per
-        round). The method made both the plans and its mixer's `buffer_ids` from the same reads
-        (diffdac.network.methods.Method.communication), so the rows the plan yields are the buffer's.
+        round), or is a plan of this round's reads (`plan`). The method made both the plans and
+        its mixer's `buffer_ids` from the same reads (diffdac.network.methods.Method.communication),
+        so the rows the plan yields are the buffer's.
         """
-        plan = self.plans[graph]
+        plan = graph if isinstance(graph, ExchangePlan) else self.plans[graph]
         source = self._transport(block)
         pieces: dict[int, torch.Tensor] = {self.rank: source}
         for peer in plan.peers:
             rows = plan.sends.get(peer)
             outgoing = None if rows is None else source[torch.from_numpy(rows).to(source.device)]
+            if outgoing is not None:
+                self.bytes_sent += outgoing.numel() * outgoing.element_size()
             incoming = None if peer not in plan.recvs else source.new_empty((len(plan.recvs[peer]), *source.shape[1:]))
             self._swap(peer, outgoing, incoming)
             if incoming is not None:
@@ -196,8 +195,17 @@ def _world_from_env(num_learners: int) -> tuple[int, int, int]:
     return env_rank(), world_size, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+class WorldOptions(Protocol):
+    """The options that say how a rank joins the world (TrainConfig has them)."""
+
+    num_learners: int
+    device: str
+    backend: str | None
+    dist_timeout: float
+
+
 @contextmanager
-def connect(config: TrainConfig, reads: list[tuple[np.ndarray, np.ndarray]]) -> Iterator[Communicator]:
+def connect(config: WorldOptions, reads: list[tuple[np.ndarray, np.ndarray]]) -> Iterator[Communicator]:
     """The communicator of this process: LocalCommunicator without torchrun, else a rank of the world.
 
     `reads` are the communication graphs of the method (directed: dst reads src), one exchange

@@ -59,9 +59,6 @@ class Manifest:
     world_size: int
     complete: bool  # the run's last checkpoint: training reached --total-steps
 
-    def rank_paths(self, run_dir: Path) -> list[Path]:
-        return [rank_path(run_dir, self.steps, r) for r in range(self.world_size)]
-
     @classmethod
     def read(cls, path: Path) -> "Manifest":
         """A manifest file, checked field by field: it comes from a run directory, which anyone may have edited."""

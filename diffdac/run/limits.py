@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from diffdac.errors import ConfigError
+from diffdac.learners.population import parameter_count
 
 FLOAT = 4  # bytes of a float32
 DOUBLE = 8
@@ -42,15 +43,9 @@ class Sizes:
     gathers_all: bool = False  # centralised A2C all-gathers every learner's gradient
 
 
-def num_params(obs_dim: int, hidden: int, action_dim: int) -> int:
-    """Actor and critic, each in -> h -> h -> out with biases, plus a log-std per action dimension."""
-    mlp = lambda out: obs_dim * hidden + hidden + hidden * hidden + hidden + hidden * out + out  # noqa: E731
-    return mlp(action_dim) + mlp(1) + action_dim
-
-
 def estimate_bytes(s: Sizes, dense_matrices: bool = True) -> int:
     """Peak resident memory of one process of the run, in bytes (approximate)."""
-    params = s.learners * num_params(s.obs_dim, s.hidden, s.action_dim) * FLOAT
+    params = s.learners * parameter_count(s.obs_dim, s.hidden, s.action_dim) * FLOAT  # continuous: the larger
     # flat, its gradient, the per-parameter leaves, RMSprop's state and temporaries, the combine buffers
     optimiser = params * (8 + s.history) + (s.total_learners * params // max(s.learners, 1) if s.gathers_all else 0)
     batch = s.steps * s.sims  # samples per learner and update

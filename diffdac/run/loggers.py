@@ -1,9 +1,12 @@
-"""Where a run's numbers go: a small Logger protocol, and the loggers every run has.
+"""Where a run's numbers go: the Logger base class, and the loggers every run has.
 
 The training loop calls each logger it is given: `start` once, `record_episodes` in every step
 that ends an episode, `after_update` after every update, `write_progress` every log interval,
 `state` at every checkpoint (what the logger needs to continue exactly after a resume), and
-`close` at the end. A new logger (TensorBoard, a status line) is one more class here.
+`close` at the end. Every hook does nothing unless a subclass says otherwise, so a logger of
+your own (`diffdac.train(config, loggers=[MyLogger()])`) overrides only what it needs; it may
+declare and record metrics of its own through `RunInfo.metrics`, which then become columns of
+progress.csv like any other.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from diffdac.config import TrainConfig
 from diffdac.learners.block import RECENT_EPISODES, RECENT_PER_LEARNER
+from diffdac.metrics import Metrics
 from diffdac.run.rundir import MonitorSet, ProgressFile
 
 
@@ -29,43 +33,41 @@ class RunInfo:
     config: TrainConfig
     steps_done: int  # env steps made before this start (a resumed run)
     total_steps: int  # env steps made when the run ends
+    rank: int = 0  # this process in a torchrun world: a logger that writes once writes on rank 0
+    metrics: Metrics | None = None  # declare and record metrics of your own here
 
 
-class Logger(Protocol):
-    def start(self, run: RunInfo) -> None: ...
+class Logger:
+    """A place a run's numbers go. Every hook is called on every rank and does nothing by default."""
+
+    def start(self, run: RunInfo) -> None:
+        """The run starts (or resumes at `run.steps_done`)."""
 
     def record_episodes(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> None:
         """Episodes that ended in this step: return and length `[K, E]` where `done: [K, E]`."""
-        ...
 
-    def after_update(self, steps: int) -> None: ...
+    def after_update(self, steps: int) -> None:
+        """An update ended; `steps` env steps are made in all."""
 
-    def write_progress(self, row: dict[str, float]) -> None: ...
+    def write_progress(self, row: dict[str, float]) -> None:
+        """One row of progress.csv, every log interval (the same row on every rank)."""
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint records to continue this logger exactly (merged into the loop's state)."""
-        ...
+        return {}
 
-    def close(self, finished: bool) -> None: ...
+    def close(self, finished: bool) -> None:
+        """The run ended (`finished`) or stopped with an error."""
 
 
-class MonitorLogger:
+class MonitorLogger(Logger):
     """One Monitor file per simulator of this rank (diffdac.run.rundir.MonitorSet)."""
 
     def __init__(self, monitors: MonitorSet) -> None:
         self.monitors = monitors
 
-    def start(self, run: RunInfo) -> None:
-        pass
-
     def record_episodes(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> None:
         self.monitors.record(episode_return, episode_length, done)
-
-    def after_update(self, steps: int) -> None:
-        pass
-
-    def write_progress(self, row: dict[str, float]) -> None:
-        pass
 
     def state(self) -> dict[str, Any]:
         return {"monitor_rows": self.monitors.rows()}
@@ -74,20 +76,11 @@ class MonitorLogger:
         self.monitors.close()
 
 
-class ProgressLogger:
+class ProgressLogger(Logger):
     """progress.csv (rank 0)."""
 
     def __init__(self, progress: ProgressFile) -> None:
         self.progress = progress
-
-    def start(self, run: RunInfo) -> None:
-        pass
-
-    def record_episodes(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> None:
-        pass
-
-    def after_update(self, steps: int) -> None:
-        pass
 
     def write_progress(self, row: dict[str, float]) -> None:
         self.progress.write(row)
@@ -99,7 +92,7 @@ class ProgressLogger:
         self.progress.close()
 
 
-class TensorBoardLogger:
+class TensorBoardLogger(Logger):
     """TensorBoard event files in one directory: every rank writes its learners' returns to its own file
     (TensorBoard merges a directory's files); rank 0 adds progress.csv's scalars and the graph."""
 
@@ -135,15 +128,12 @@ class TensorBoardLogger:
                 if key != "steps" and value == value:  # NaN scores before the first episodes stay out
                     self.writer.add_scalar(f"progress/{key}", value, row["steps"])
 
-    def state(self) -> dict[str, Any]:
-        return {}
-
     def close(self, finished: bool) -> None:
         if self.writer is not None:
             self.writer.close()
 
 
-class TerminalLogger:
+class TerminalLogger(Logger):
     """What the terminal shows (rank 0): the run directory at the start; with --progress a bar on a
     terminal, or one status line per log interval when stdout is not one (nohup, SLURM, CI,
     notebooks); the closing line."""
@@ -153,9 +143,11 @@ class TerminalLogger:
         self.run: RunInfo | None = None
         self.last: dict[str, float] = {}
         self.status_lines = False
+        self.shown: list[str] = []  # metrics declared to be shown on the terminal
 
     def start(self, run: RunInfo) -> None:
         self.run, cfg = run, run.config
+        self.shown = run.metrics.shown if run.metrics is not None else []
         where = f"from step {run.steps_done} " if run.steps_done else ""
         print(
             f"diffdac: {cfg.num_learners} learners x {cfg.envs_per_learner} simulators of {cfg.env} ({cfg.method}), "
@@ -172,20 +164,14 @@ class TerminalLogger:
             dynamic_ncols=True,
         )
 
-    def record_episodes(self, episode_return: np.ndarray, episode_length: np.ndarray, done: np.ndarray) -> None:
-        pass
-
     def after_update(self, steps: int) -> None:
         self.bar.update(steps - self.bar.n)
 
     def write_progress(self, row: dict[str, float]) -> None:
         self.last = row
-        self.bar.set_postfix(score=f"{row['score']:.1f}", refresh=False)
+        self.bar.set_postfix({"score": f"{row['score']:.1f}", **{k: _short(row[k]) for k in self.shown}}, refresh=False)
         if self.status_lines:
-            print(status_line(row, self.run), flush=True)
-
-    def state(self) -> dict[str, Any]:
-        return {}
+            print(status_line(row, self.run, self.shown), flush=True)
 
     def close(self, finished: bool) -> None:
         if self.bar is not None:
@@ -199,13 +185,14 @@ class TerminalLogger:
             )
 
 
-def status_line(row: dict[str, float], run: RunInfo) -> str:
-    """`diffdac: 120k/600k env steps (20%), 35.2k steps/s, score -250.3, 14s left`."""
+def status_line(row: dict[str, float], run: RunInfo, shown: Sequence[str] = ()) -> str:
+    """`diffdac: 120k/600k env steps (20%), 35.2k steps/s, score -250.3, 14s left` (and the metrics shown)."""
     steps, total, rate = row["steps"], run.total_steps, row["steps_per_s"]
     left = (total - steps) / rate if rate > 0 else float("nan")
+    extra = "".join(f", {name} {_short(row[name])}" for name in shown)
     return (
         f"diffdac: {_short(steps)}/{_short(total)} env steps ({100 * steps / total:.0f}%), {_short(rate)} steps/s, "
-        f"score {row['score']:.1f}, {_duration(left)} left"
+        f"score {row['score']:.1f}{extra}, {_duration(left)} left"
     )
 
 

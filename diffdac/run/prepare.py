@@ -29,7 +29,7 @@ from diffdac.config import NORMALIZE_CHOICES, TrainConfig, read_run_config
 from diffdac.network.distributed import env_rank
 from diffdac.errors import ConfigError, ResumeError, TrainingError
 from diffdac.run.rundir import check_replaceable, only_leftovers
-from diffdac.network.methods import Method, method_for
+from diffdac.network.methods import Method, method_class, method_for
 from diffdac.learners.population import action_dim, check_spaces
 
 
@@ -134,7 +134,8 @@ def build_graph(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.Sp
 def memory_sizes(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.Space], edges: int) -> limits.Sizes:
     """What one process of this run holds: its block of learners under torchrun, every learner otherwise."""
     world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    kind = "batched" if envs.is_batched_acrobot(config.env) else "mujoco" if envs.needs_mujoco(config.env) else "gym"
+    method = method_class(config.method)
+    kind = envs.family_of(config.env).simulator_kind
     return limits.Sizes(
         learners=-(-config.num_learners // world),
         total_learners=config.num_learners,
@@ -145,8 +146,8 @@ def memory_sizes(config: TrainConfig, spaces: tuple[gymnasium.Space, gymnasium.S
         hidden=config.hidden,
         edges=edges,
         simulator_kind=kind,
-        history=config.max_staleness + 1,
-        gathers_all=config.method == "centralized",
+        history=method.Options.of(config).parameter_copies(),
+        gathers_all=method.gathers_all,
     )
 
 
@@ -252,16 +253,17 @@ def make_tasks(config: TrainConfig, learner_ids: np.ndarray, envs_per_learner: i
     """The task batch of these learners; an id gymnasium cannot make is bad input, named in one line."""
     sims = config.envs_per_learner if envs_per_learner is None else envs_per_learner
     try:
-        return envs.make_task_batch(
+        spec = envs.TaskSpec(
             config.env,
             config.seed,
             learner_ids,
             sims,
-            config.task_seeding,
-            config.mass_scaling,
-            config.sim_threads,
-            config.sim_processes,
+            task_seeding=config.task_seeding,
+            mass_scaling=config.mass_scaling,
+            sim_threads=config.sim_threads,
+            sim_processes=config.sim_processes,
         )
+        return envs.make_task_batch(spec)
     except envs.WorkerError as err:
         raise TrainingError(str(err)) from None
     except ValueError as err:

@@ -13,6 +13,8 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+import topologies
+
 from diffdac import files
 from diffdac.errors import ResumeError
 from diffdac.run import provenance
@@ -20,22 +22,6 @@ from diffdac.run import provenance
 if TYPE_CHECKING:
     from diffdac.config import TrainConfig
     from diffdac.network.methods import Method
-
-PROGRESS_COLUMNS = (
-    "steps",
-    "updates",
-    "time",
-    "score",
-    "mean_return",
-    "episodes",
-    "policy_loss",
-    "value_loss",
-    "entropy",
-    "disagreement",
-    "learners",
-    "links",
-    "steps_per_s",
-)
 
 
 # The files a run writes at the top of its directory (eval.csv: diffdac eval); monitor/ and
@@ -294,25 +280,43 @@ class MonitorSet:
 
 
 class ProgressFile:
-    """progress.csv: one row per log interval, flushed as written; `keep_rows` reopens it on resume."""
+    """progress.csv: one row per log interval, flushed as written; `keep_rows` reopens it on resume.
+
+    The columns are the first row's keys. A later row with a key the header lacks (a resumed run
+    of a newer diffdac, a metric declared late) widens the file: earlier rows get empty cells.
+    """
 
     def __init__(self, path: Path, keep_rows: int | None = None) -> None:
+        self.path = path
         if keep_rows is None:
             self._file = files.create(path)
-            self._writer = csv.DictWriter(self._file, fieldnames=PROGRESS_COLUMNS, lineterminator="\n")
-            self._writer.writeheader()
-            self._file.flush()
+            self.header: list[str] | None = None
             self.rows = 0
-        else:  # a run from before a column existed keeps its own columns
-            header = truncate_rows(path, 1, keep_rows)[0].split(",")
+        else:
+            self.header = truncate_rows(path, 1, keep_rows)[0].split(",")
             self._file = files.open_append(path)
-            self._writer = csv.DictWriter(self._file, fieldnames=header, lineterminator="\n")
             self.rows = keep_rows
 
     def write(self, row: dict[str, float]) -> None:
-        self._writer.writerow({k: row.get(k, "") for k in self._writer.fieldnames})
+        if self.header is None:
+            self.header = list(row)
+            self._file.write(",".join(self.header) + "\n")
+        elif any(k not in self.header for k in row):
+            self._widen([k for k in row if k not in self.header])
+        csv.DictWriter(self._file, fieldnames=self.header, lineterminator="\n").writerow(
+            {k: row.get(k, "") for k in self.header}
+        )
         self._file.flush()
         self.rows += 1
+
+    def _widen(self, new: list[str]) -> None:
+        """Rewrite the file (atomically) with the new columns at the end, empty in the rows so far."""
+        self._file.close()
+        lines = files.read_text(self.path).splitlines()
+        self.header = self.header + new
+        body = [line + "," * len(new) for line in lines[1:]]
+        files.write_text(self.path, "".join(line + "\n" for line in [",".join(self.header), *body]))
+        self._file = files.open_append(self.path)
 
     def close(self) -> None:
         self._file.close()
@@ -330,8 +334,12 @@ def write_run_files(
     files.make_dir(run_dir)
     stored = {k: v for k, v in config.to_dict().items() if k not in ("resume", "overwrite")}
     if config.adjacency is not None and not config.adjacency.strip().startswith("["):
-        # the matrix itself, so the run can be resumed or repeated after the file has moved or changed
-        matrix = nx.to_numpy_array(graph, nodelist=range(config.num_learners), dtype=int)
+        # the matrix itself (every matrix of a sequence), so the run can be resumed or repeated after the
+        # file has moved or changed
+        if topologies.adjacency_rounds(config.adjacency) > 1:
+            matrix = topologies.read_adjacencies(config.adjacency, config.num_learners).astype(int)
+        else:
+            matrix = nx.to_numpy_array(graph, nodelist=range(config.num_learners), dtype=int)
         stored.update(adjacency=json.dumps(matrix.tolist(), separators=(",", ":")), adjacency_file=config.adjacency)
     write_json(
         run_dir / "config.json",

@@ -7,6 +7,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -16,7 +17,6 @@ from diffdac.run import checkpoint
 from diffdac.run import memory
 from diffdac.run import signals
 from diffdac.run.lock import RunLock
-from diffdac.learners.a2c import A2CLoss
 from diffdac.network.comm import Communicator, LocalCommunicator, check_world_size, learner_block
 from diffdac.config import RESUME_FREE, TrainConfig, read_run_config
 from diffdac.network.distributed import PeerLost, launched_by_torchrun
@@ -35,16 +35,17 @@ from diffdac.run.rundir import (
 from diffdac.run.prepare import Prepared, make_tasks, prepare
 
 
-def train(config: TrainConfig, comm: Communicator | None = None) -> Path:
+def train(config: TrainConfig, comm: Communicator | None = None, loggers: Sequence[Logger] = ()) -> Path:
     """Train config.num_learners learners by diffusion and return the run directory.
 
     `comm` connects the processes of a torchrun world; without it this process hosts every learner.
     With `config.resume`, the run in `config.log_dir` continues from its newest checkpoint that loads.
+    `loggers` are called beside the run's own (Monitor files, progress.csv, the terminal, TensorBoard).
     """
-    return run(prepare(config), comm or LocalCommunicator())
+    return run(prepare(config), comm or LocalCommunicator(), loggers)
 
 
-def run(prepared: Prepared, comm: Communicator) -> Path:
+def run(prepared: Prepared, comm: Communicator, loggers: Sequence[Logger] = ()) -> Path:
     """Train a prepared run (see `prepare`) as this rank of `comm`'s world; returns the run directory.
 
     The run holds its directory's lock (diffdac.run.lock) from before it reads anything there to its end.
@@ -53,7 +54,7 @@ def run(prepared: Prepared, comm: Communicator) -> Path:
     run_dir = Path(comm.gather_objects(str(prepared.run_dir))[0])  # rank 0's name: default names carry a time stamp
     lock = hold_lock(comm, run_dir, prepared.config)
     try:
-        return run_locked(prepared, comm, run_dir)
+        return run_locked(prepared, comm, run_dir, loggers)
     finally:
         lock.release()
 
@@ -81,7 +82,7 @@ def hold_lock(comm: Communicator, run_dir: Path, config: TrainConfig) -> RunLock
     return lock
 
 
-def run_locked(prepared: Prepared, comm: Communicator, run_dir: Path) -> Path:
+def run_locked(prepared: Prepared, comm: Communicator, run_dir: Path, loggers: Sequence[Logger] = ()) -> Path:
     """The run itself, once its directory is locked."""
     config, graph = prepared.config, prepared.graph
     lead = comm.rank == 0
@@ -101,7 +102,7 @@ def run_locked(prepared: Prepared, comm: Communicator, run_dir: Path) -> Path:
     if saved is not None and lead:
         extend_run(run_dir, config, saved["manifest"])
     warning = topologies.disconnection_warning(graph)
-    if warning and config.topology != "none" and config.method == "diff-a2c" and lead and saved is None:
+    if warning and config.topology != "none" and prepared.method.uses_graph and lead and saved is None:
         print(f"diffdac: warning: {warning}")
     if lead and saved is None and config.steps_to_run != config.total_steps:
         print(
@@ -113,7 +114,7 @@ def run_locked(prepared: Prepared, comm: Communicator, run_dir: Path) -> Path:
     if lead and saved is None:
         start_files(run_dir, prepared, all_tasks, comm.world_size)
     comm.barrier()
-    run_loop(learners, run_dir, state, start_loggers(learners, run_dir, state))
+    run_loop(learners, run_dir, state, start_loggers(learners, run_dir, state) + list(loggers))
     return run_dir
 
 
@@ -311,7 +312,16 @@ def run_loop(learners: Learners, run_dir: Path, state: LoopState, loggers: list[
     stats = EpisodeStats(len(learners.learner_ids), state.recent, state.episodes, state.recent_by_learner)
     start, update, finished = time.time() - state.elapsed, state.update, False
     for logger in loggers:
-        logger.start(RunInfo(run_dir, cfg, state.update * steps_per_update, num_updates * steps_per_update))
+        logger.start(
+            RunInfo(
+                run_dir,
+                cfg,
+                state.update * steps_per_update,
+                num_updates * steps_per_update,
+                learners.comm.rank,
+                learners.metrics,
+            )
+        )
 
     def record(episode_return, episode_length, done) -> None:
         stats.record(episode_return, episode_length, done)
@@ -324,7 +334,7 @@ def run_loop(learners: Learners, run_dir: Path, state: LoopState, loggers: list[
         flag.install()
         for update in range(state.update + 1, num_updates + 1):
             learners.collect(record)
-            loss = learners.adapt()
+            learners.adapt()
             if update % cfg.combine_every == 0:
                 learners.combine(update // cfg.combine_every - 1)
             steps = update * steps_per_update
@@ -333,7 +343,7 @@ def run_loop(learners: Learners, run_dir: Path, state: LoopState, loggers: list[
             logging = steps >= state.next_log or update == num_updates
             if logging:
                 state.next_log += cfg.log_interval
-                row = progress_row(learners, loss, stats, steps, update, time.time() - start)
+                row = progress_row(learners, stats, steps, update, time.time() - start)
                 for logger in loggers:
                     logger.write_progress(row)
             saving = steps >= state.next_save or update == num_updates
@@ -401,38 +411,17 @@ def save_checkpoint(
     return manifest
 
 
-def progress_row(
-    learners: Learners, loss: A2CLoss, stats: EpisodeStats, steps: int, update: int, elapsed: float
-) -> dict[str, float]:
-    """One progress.csv row; sums over processes so every rank contributes its learners."""
-    local = torch.tensor(
-        [
-            sum(stats.recent),
-            len(stats.recent),
-            stats.count,
-            float(loss.policy.sum()),
-            float(loss.value.sum()),
-            float(loss.entropy.sum()),
-            float(learners.alive.sum()),
-        ],
-        dtype=torch.float64,
-    )
-    ret_sum, ret_count, episodes, policy, value, entropy, alive = learners.comm.all_sum(
-        local.to(learners.device)
-    ).tolist()
-    n = learners.config.num_learners
-    return {
+def progress_row(learners: Learners, stats: EpisodeStats, steps: int, update: int, elapsed: float) -> dict[str, float]:
+    """One progress.csv row: the steps and scores, every declared metric, the speed; summed over processes."""
+    local = torch.tensor([sum(stats.recent), len(stats.recent), stats.count], dtype=torch.float64)
+    ret_sum, ret_count, episodes = learners.comm.all_sum(local.to(learners.device)).tolist()
+    head = {
         "steps": steps,
         "updates": update,
         "time": round(elapsed, 3),
         "score": task_weighted_score(learners, stats),
         "mean_return": ret_sum / ret_count if ret_count else float("nan"),
         "episodes": int(episodes),
-        "policy_loss": policy / n,
-        "value_loss": value / n,
-        "entropy": entropy / n,
-        "disagreement": learners.disagreement(),
-        "learners": int(alive),
-        "links": learners.mixer.links,
-        "steps_per_s": round(steps / max(elapsed, 1e-9), 1),
     }
+    metrics = learners.metrics.row(lambda t: learners.comm.all_sum(t.to(learners.device)))
+    return {**head, **metrics, "steps_per_s": round(steps / max(elapsed, 1e-9), 1)}

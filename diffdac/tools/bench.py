@@ -208,9 +208,8 @@ def task_batch_steps_per_s(
     """Env steps/s of a learners x sims task batch (what `diffdac train` steps), all simulators per call."""
     import envs
 
-    batch = envs.make_task_batch(
-        env_id, seed, list(range(learners)), sims, sim_threads=threads, sim_processes=processes
-    )
+    spec = envs.TaskSpec(env_id, seed, range(learners), sims, sim_threads=threads, sim_processes=processes)
+    batch = envs.make_task_batch(spec)
     actions = random_actions(batch.action_space, (max(1, steps // (learners * sims)), learners, sims), seed)
     batch.reset()
     start = time.perf_counter()
@@ -235,11 +234,11 @@ def mujoco(args: argparse.Namespace) -> list[Row]:
     stepped, and trained on, that way, against itself on one core. The set-ups are measured in
     turn in every repeat, so a busy moment costs all of them alike.
     """
-    import envs.mujoco_tasks
+    import envs
 
     env_id = args.env or MUJOCO_ENV
     try:
-        peer = envs.mujoco_tasks.stock_id(env_id)
+        peer = envs.stock_id(env_id)
     except ValueError as err:
         raise ConfigError(f"--scenario mujoco: {err}") from None
     learners, sims = args.num_learners, args.envs_per_learner
@@ -439,22 +438,71 @@ def speed(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
+COMPRESSORS = ("none", "top-k:0.1", "top-k:0.01", "random-k:0.1", "qsgd:4", "qsgd:8", "sign")  # choco's rows
+BENCH_WIDTH = 9_000  # about the size of the default actor-critic on Acrobot
+
+
+def choco_seconds(learners: int, spec: str, threads: int = 1, repeats: int = 30) -> tuple[float, int]:
+    """Median time of one choco combine round (compress, decode every copy, gossip) on a ring, and its message's bytes."""
+    from types import SimpleNamespace
+
+    import networkx as nx
+    import torch
+
+    import topologies
+    from diffdac.metrics import Metrics
+    from diffdac.network.comm import LocalCommunicator
+    from diffdac.network.methods.choco import ChocoGossip, ChocoOptions
+
+    config = SimpleNamespace(num_learners=learners, weights="metropolis", seed=0, method="choco")
+    reads = topologies.directed_edges(nx.cycle_graph(learners))
+    ids = np.arange(learners)
+    mixer = ChocoGossip(config, LocalCommunicator(), ids, torch.device("cpu"), reads, ChocoOptions(spec, 0.2))
+    mixer.declare(Metrics(learners))
+    params = torch.randn(learners, BENCH_WIDTH)
+    mixer.start(params)
+    alive = np.ones(learners, dtype=bool)
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    times = []
+    try:
+        for r in range(repeats):
+            start = time.perf_counter()
+            mixer.combine(r, alive, [params])
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(saved_threads)
+    return statistics.median(times), mixer.compressor.row_bytes(BENCH_WIDTH, params.dtype)
+
+
+def _combine_row(setup: Setup, method: str, compress: str, seconds: float, message_bytes: int) -> Row:
+    edge_ends = 3 * setup.learners  # a ring: two neighbours and itself per learner
+    return {
+        "scenario": "combine",
+        "method": method,
+        "compress": compress,
+        "learners": setup.learners,
+        "threads": setup.threads,
+        "combine_ms": round(1000 * seconds, 3),
+        "ns_per_edge_end": round(1e9 * seconds / edge_ends),
+        "message_bytes": message_bytes,
+    }
+
+
 @scenario("combine")
 def combine(args: argparse.Namespace) -> list[Row]:
-    """The combine step alone on rings of --setups learners: its time per edge shows it is linear in the edges."""
+    """The combine step alone on rings of --setups learners: its time per edge shows it is linear in the edges.
+
+    A row for diff-a2c's combine, then one per choco compressor (a whole round: compress each
+    learner's difference, decode every public copy, gossip), with the bytes of one message.
+    """
     rows: list[Row] = []
     for setup in parse_setups(args.setups):
         seconds = statistics.median(combine_seconds(setup.learners, setup.threads) for _ in range(args.repeats))
-        edge_ends = 3 * setup.learners  # a ring: two neighbours and itself per learner
-        rows.append(
-            {
-                "scenario": "combine",
-                "learners": setup.learners,
-                "threads": setup.threads,
-                "combine_ms": round(1000 * seconds, 3),
-                "ns_per_edge_end": round(1e9 * seconds / edge_ends),
-            }
-        )
+        rows.append(_combine_row(setup, "diff-a2c", "", seconds, 4 * BENCH_WIDTH))
+        for spec in COMPRESSORS:
+            timed = [choco_seconds(setup.learners, spec, setup.threads) for _ in range(args.repeats)]
+            rows.append(_combine_row(setup, "choco", spec, statistics.median(t for t, _ in timed), timed[0][1]))
     return rows
 
 

@@ -32,16 +32,9 @@ from diffdac.config import MAX_SEED, TrainConfig, read_run_config
 from diffdac.errors import ConfigError
 from diffdac.learners.normalize import RunningNorm
 from diffdac.learners.population import Population
-from envs.acrobot import BatchedAcrobot, sample_acrobot_task
-from envs.factory import ACROBOT_FAMILIES, is_batched_acrobot
 
 AVERAGE = "average"
 EVAL_SEED_SALT = 0xE7A1  # eval episodes start from other initial states than training's
-# Held-out Acrobot tasks come from the other range than the run trained on.
-HELDOUT_ACROBOT = {
-    "diffdac/RandomExtremeAcrobot-v1": "diffdac/RandomNormalAcrobot-v1",
-    "diffdac/RandomNormalAcrobot-v1": "diffdac/RandomExtremeAcrobot-v1",
-}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +93,7 @@ class TaskSet:
     env_id: str
     table: pd.DataFrame  # one row per task: task index + parameters
     task_ids: list[int]  # ids whose task seeds give the tasks (gymnasium envs)
-    acrobot_tasks: list[dict] | None  # explicit tasks for the batched Acrobot
+    acrobot_tasks: list[dict] | None  # explicit tasks, for families whose batch takes them (the Acrobot)
 
 
 def load_policies(run_dir: Path, config: TrainConfig, manifest: checkpoint.Manifest, which: str) -> Policies:
@@ -125,18 +118,12 @@ def task_set(config: TrainConfig, which: str) -> TaskSet:
     """train: the learners' tasks; heldout: tasks nobody trained on; otherwise a tasks.csv file."""
     n = config.num_learners
     if which in ("train", "heldout"):
-        env_id = config.env
-        ids = list(range(n))
-        if which == "heldout":
-            if env_id in HELDOUT_ACROBOT:
-                env_id = HELDOUT_ACROBOT[env_id]
-            else:
-                ids = list(range(n, 2 * n))  # task seeds of learners the run never had
-        if is_batched_acrobot(env_id):
-            tasks = [
-                sample_acrobot_task(ACROBOT_FAMILIES[env_id], envs.task_seed_for(config.seed, k, config.task_seeding))
-                for k in ids
-            ]
+        env_id, ids = config.env, list(range(n))
+        if which == "heldout":  # the family's held-out split: another range, or new task seeds
+            env_id, ids = envs.family_of(env_id).heldout(env_id, n)
+        family = envs.family_of(env_id)
+        if family.task_keys:
+            tasks = family.learner_tasks(envs.TaskSpec(env_id, config.seed, ids, task_seeding=config.task_seeding))
             return TaskSet(env_id, _table(tasks), ids, tasks)
         return TaskSet(env_id, pd.DataFrame({"task": range(len(ids))}), ids, None)
     return _task_file(Path(which), config)
@@ -145,7 +132,8 @@ def task_set(config: TrainConfig, which: str) -> TaskSet:
 def _task_file(path: Path, config: TrainConfig) -> TaskSet:
     if not path.is_file():
         raise ConfigError(f"--tasks takes train, heldout or a tasks.csv file; {path} is none of them")
-    if not is_batched_acrobot(config.env):
+    keys = list(envs.family_of(config.env).task_keys)
+    if not keys:
         raise ConfigError("--tasks FILE holds Acrobot task parameters; for other envs use --tasks train or heldout")
     try:
         frame = pd.read_csv(path)
@@ -153,10 +141,10 @@ def _task_file(path: Path, config: TrainConfig) -> TaskSet:
         raise ConfigError(
             f"cannot read --tasks {path} as a CSV table ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
         ) from None
-    missing = {"mass", "length", "inertia"} - set(frame.columns)
+    missing = set(keys) - set(frame.columns)
     if missing:
         raise ConfigError(f"{path} lacks the column(s) {', '.join(sorted(missing))} of an Acrobot tasks.csv")
-    values = frame[["mass", "length", "inertia"]].apply(pd.to_numeric, errors="coerce")
+    values = frame[keys].apply(pd.to_numeric, errors="coerce")
     bad = values[~(np.isfinite(values) & (values > 0)).all(axis=1)]
     if len(frame) == 0 or len(bad):
         where = f"row {bad.index[0] + 1} has {bad.iloc[0].to_dict()}" if len(bad) else "it has no rows"
@@ -173,13 +161,24 @@ def eval_batch(config: TrainConfig, tasks: TaskSet, copies: int, episodes: int, 
     """`copies` x tasks pairs of `episodes` simulators each (pair i plays task i % T): the same initial
     states for every copy of a task, whichever policy drives it."""
     pair_task_ids = np.tile(np.asarray(tasks.task_ids), copies)
-    if tasks.acrobot_tasks is not None:
-        return BatchedAcrobot(
-            tasks.acrobot_tasks * copies, episodes, int(envs.task_seed_for(seed, EVAL_SEED_SALT)), pair_task_ids
+    if tasks.acrobot_tasks is not None:  # explicit tasks: the episodes' own seed for the initial states
+        spec = envs.TaskSpec(
+            tasks.env_id,
+            int(envs.task_seed_for(seed, EVAL_SEED_SALT)),
+            pair_task_ids,
+            episodes,
+            tasks=tasks.acrobot_tasks * copies,
         )
-    return envs.make_task_batch(
-        tasks.env_id, config.seed, pair_task_ids, episodes, config.task_seeding, config.mass_scaling
-    )
+    else:
+        spec = envs.TaskSpec(
+            tasks.env_id,
+            config.seed,
+            pair_task_ids,
+            episodes,
+            task_seeding=config.task_seeding,
+            mass_scaling=config.mass_scaling,
+        )
+    return envs.make_task_batch(spec)
 
 
 def run_episodes(

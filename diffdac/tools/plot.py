@@ -67,9 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--x",
-        choices=("steps", "time"),
+        choices=("steps", "time", "bytes"),
         default="steps",
-        help="x axis: total env steps (default), or wall-clock seconds since the run started",
+        help="x axis: total env steps (default), wall-clock seconds since the run started, or bytes sent per "
+        "learner (progress.csv's bytes_sent, log scale)",
     )
     parser.add_argument("--disagreement", action="store_true", help="add a panel with the disagreement of progress.csv")
     parser.add_argument("--per-learner", action="store_true", help="add one panel per curve with each learner's return")
@@ -214,6 +215,9 @@ def draw(runs: list[results.Run], args: argparse.Namespace) -> Any:
             used += 1
     for ax in flat[used:]:
         ax.set_visible(False)
+    if args.x == "bytes":
+        for ax in flat[:used]:
+            ax.set_xscale("log")
     if args.x == "steps":
         for ax in flat[:used]:
             ax.xaxis.set_major_formatter(
@@ -284,11 +288,15 @@ def _marker(points: int) -> dict[str, Any]:
 
 
 def x_values(table: pd.DataFrame, args: argparse.Namespace, steps: str = "bin") -> pd.Series:
-    """Env steps, or the mean wall time (s) at which those steps were reached."""
+    """Env steps, or the mean wall time (s) or bytes sent per learner at which those steps were reached."""
+    if args.x == "bytes":
+        return table["bytes"]
     return table["t"] if args.x == "time" else table[steps]
 
 
 def x_label(args: argparse.Namespace) -> str:
+    if args.x == "bytes":
+        return "bytes sent per learner"
     return "wall-clock time since start (s)" if args.x == "time" else "env steps, all learners"
 
 

@@ -59,14 +59,6 @@ WEIGHTINGS = ("task", "episode")  # a bin's return: mean over learners of their 
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
 
-COLUMNS_DOC = (
-    "`final` is the mean over seeds (± standard error) of each run's return in its last bin: by default task-weighted, "
-    "the mean over learners of each learner's mean return over its episodes that ended in the bin; `final 95% CI` a "
-    "percentile bootstrap interval of that mean over seeds; `return@S` the same as `final` for the bin that contains "
-    "step S; `steps to T` the mean over seeds of the first bin end at which a run's binned return reached the "
-    "threshold T (`reached`: how many seeds did)."
-)
-
 
 MAX_COUNT = 10**9  # learners or simulators per learner a run could have: larger counts are edits
 
@@ -323,7 +315,20 @@ def run_bins(run: Run, bin_steps: int, by: Sequence[str] = (), weighting: str = 
             .agg(r=("r", "mean"), t=("t", "mean"), episodes=("episodes", "sum"))
             .reset_index()
         )
-    return table
+    return table.assign(bytes=bytes_at(run, table["bin"]))
+
+
+def bytes_at(run: Run, steps: pd.Series | np.ndarray) -> np.ndarray:
+    """Bytes sent per learner by these env step counts, read off progress.csv's bytes_sent (linear between
+    its rows, from 0 at step 0); NaN for a run from before the column, or past its last row."""
+    steps = np.asarray(steps, dtype=float)
+    progress = run.progress
+    if "bytes_sent" not in progress or progress["bytes_sent"].isna().all():
+        return np.full(len(steps), np.nan)
+    known = progress.dropna(subset=["bytes_sent"])
+    xs = np.concatenate([[0.0], known["steps"].to_numpy(float)])
+    ys = np.concatenate([[0.0], known["bytes_sent"].to_numpy(float)])
+    return np.where(steps <= xs[-1], np.interp(steps, xs, ys), np.nan)
 
 
 def seed_table(
@@ -347,9 +352,10 @@ def seed_table(
 def across_seeds(table: pd.DataFrame, keys: Sequence[str], value: str = "r") -> pd.DataFrame:
     """Mean, standard error and count over runs of `value` per `keys`, kept where every run of the curve has a value."""
     runs_per_curve = table.groupby("curve", observed=True)["run"].nunique().rename("runs")
+    extra = {"bytes": ("bytes", "mean")} if "bytes" in table else {}
     stats = (
         table.groupby(list(keys), observed=True)
-        .agg(mean=(value, "mean"), se=(value, "sem"), n=(value, "size"), t=("t", "mean"))
+        .agg(mean=(value, "mean"), se=(value, "sem"), n=(value, "size"), t=("t", "mean"), **extra)
         .reset_index()
     )
     stats = stats.join(runs_per_curve, on="curve")
@@ -378,7 +384,9 @@ def disagreement(runs: Sequence[Run], labels: Sequence[str] | None = None) -> pd
     """One row per (curve, progress.csv step): mean disagreement over seeds and its standard error."""
     names = curve_labels(runs, labels)
     frames = [
-        r.progress[["steps", "time", "disagreement"]].assign(curve=n, run=str(r.path)).rename(columns={"time": "t"})
+        r.progress[["steps", "time", "disagreement"]]
+        .assign(curve=n, run=str(r.path), bytes=bytes_at(r, r.progress["steps"]))
+        .rename(columns={"time": "t"})
         for r, n in zip(runs, names)
     ]
     table = pd.concat(frames, ignore_index=True).dropna(subset=["disagreement"])
@@ -438,6 +446,10 @@ def summary(
     rows[name] = reach["mean"].where(complete)
     rows[f"{name}_se"] = reach["sem"].where(complete)
     rows["reached"] = reach["count"].astype(str) + "/" + reach["size"].astype(str)
+    sent = pd.DataFrame(
+        {"curve": curve_labels(runs, labels), "mb": [bytes_at(r, [r.progress["steps"].max()])[0] / 1e6 for r in runs]}
+    ).groupby("curve", sort=False)["mb"]
+    rows["mb_sent"], rows["mb_sent_se"] = sent.mean(), sent.sem()
     return rows.reset_index()
 
 
@@ -478,12 +490,14 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(
         {"curve": table["curve"].astype(str), "seeds": table["seeds"], "steps": table["steps"].map(human_steps)}
     )
-    for column in [c for c in table.columns if c == "final" or c.startswith(("return@", "steps_to_"))]:
+    for column in [c for c in table.columns if c in ("final", "mb_sent") or c.startswith(("return@", "steps_to_"))]:
         if column.endswith("_se"):
             continue
         is_steps = column.startswith("steps_to_")
         header = f"steps to {column.removeprefix('steps_to_')}" if is_steps else column
-        out[header] = [_pm(m, s, is_steps) for m, s in zip(table[column], table[f"{column}_se"])]
+        header = "MB sent per learner" if column == "mb_sent" else header
+        show = "mb" if column == "mb_sent" else is_steps
+        out[header] = [_pm(m, s, show) for m, s in zip(table[column], table[f"{column}_se"])]
         if column == "final" and "final_ci_low" in table:
             out[f"final {CONFIDENCE:.0%} CI"] = [
                 _interval(lo, hi) for lo, hi in zip(table["final_ci_low"], table["final_ci_high"])
@@ -497,10 +511,11 @@ def _interval(low: float, high: float) -> str:
     return "-" if pd.isna(low) else f"[{low:.1f}, {high:.1f}]"
 
 
-def _pm(mean: float, se: float, steps: bool) -> str:
+def _pm(mean: float, se: float, steps: bool | str) -> str:
+    """`mean ± se`: as step counts, as megabytes (`"mb"`, three significant digits) or as returns."""
     if pd.isna(mean):
         return "-"
-    show = human_steps if steps else (lambda v: f"{v:.1f}")
+    show = (lambda v: f"{v:.3g}") if steps == "mb" else human_steps if steps else (lambda v: f"{v:.1f}")
     return show(mean) if pd.isna(se) or math.isinf(se) else f"{show(mean)} ± {show(se)}"
 
 

@@ -16,19 +16,16 @@ import gymnasium
 import numpy as np
 import torch
 
+import envs
 from diffdac.config import TrainConfig
 from diffdac.errors import ConfigError
-from envs.acrobot import apply_task
-from envs.factory import is_batched_acrobot
-from envs.gym_batch import make_learner_env
-from envs.mujoco_tasks import is_mujoco_variant
 
 NEEDS = {"moviepy": "moviepy", "pygame": "pygame (for the Acrobot)"}
 
 
 def check_video_support(env_id: str) -> None:
     """Refuse --video, before any episode is played, when what renders or encodes is missing."""
-    needed = ["moviepy"] + (["pygame"] if is_batched_acrobot(env_id) else [])
+    needed = ["moviepy", *envs.family_of(env_id).render_needs]
     missing = [NEEDS[m] for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(f"--video needs {' and '.join(missing)}: pip install 'diffdac[video]'")
@@ -36,13 +33,15 @@ def check_video_support(env_id: str) -> None:
 
 def task_env(config: TrainConfig, env_id: str, task_id: int, task: dict | None) -> gymnasium.Env:
     """One rendering env of a task: explicit Acrobot parameters, or the task seed of learner `task_id`."""
-    if task is not None:  # an Acrobot task given by its parameters (train, held-out or a tasks file)
-        env = gymnasium.make(env_id, render_mode="rgb_array")
-        apply_task(env.unwrapped, task)
-        env.unwrapped.task = dict(task)
-        return env
-    options = {"mass_scaling": config.mass_scaling} if is_mujoco_variant(env_id) else {}
-    return make_learner_env(env_id, config.seed, task_id, config.task_seeding, "rgb_array", **options)
+    spec = envs.TaskSpec(
+        env_id,
+        config.seed,
+        [task_id],
+        task_seeding=config.task_seeding,
+        mass_scaling=config.mass_scaling,
+        tasks=None if task is None else [task],  # explicit parameters (the Acrobot: train, held-out or a file)
+    )
+    return envs.family_of(env_id).make_env(spec, 0, render_mode="rgb_array")
 
 
 def record(

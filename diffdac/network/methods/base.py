@@ -1,4 +1,4 @@
-"""What every method is: a Method (name, graphs, what the run directory records, its Mixer) and the Mixer protocol."""
+"""What every method is: a Method (name, its options, graphs, what the run directory records, its Mixer) and the Mixer protocol."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ import numpy as np
 import torch
 
 import topologies
+from diffdac.metrics import Metrics
 from diffdac.network.comm import Communicator
-from diffdac.config import TrainConfig
-from diffdac.errors import ConfigError
+from diffdac.options import MethodOptions, RunConfig
 from topologies import Reads
 
 NO_READS: Reads = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-FAULTS = (("link_drop", "--link-drop"), ("max_staleness", "--max-staleness"), ("fail_learner", "--fail-learner"))
+
+
+def row_bytes(blocks: list[torch.Tensor]) -> int:
+    """Bytes of one learner's row of every block `[K, X]`, at the dtype each moves in."""
+    return sum(b.shape[1] * b.element_size() for b in blocks)
 
 
 class Mixer:
@@ -23,11 +27,25 @@ class Mixer:
 
     links = 0  # links that carried a message in the last round (progress.csv)
 
-    def __init__(self, config: TrainConfig, comm: Communicator, learner_ids: np.ndarray, device: torch.device) -> None:
+    def __init__(self, config: RunConfig, comm: Communicator, learner_ids: np.ndarray, device: torch.device) -> None:
         self.config, self.comm, self.learner_ids, self.device = config, comm, learner_ids, device
+        self.metrics: Metrics | None = None  # the run's, once declared; a mixer driven alone reports nothing
 
     def start(self, params: torch.Tensor) -> None:
         """Called once on the initial parameters."""
+
+    def declare(self, metrics: Metrics) -> None:
+        """The metrics this method reports; a subclass may add its own and record them (`self.metrics`)."""
+        self.metrics = metrics
+        metrics.declare("links", "same", sample=lambda: self.links, integer=True)
+        metrics.declare("bytes_sent", "per_learner", cumulative=True)
+
+    def sent(self, nbytes: int) -> None:
+        """Bytes this process's learners sent in this round, summed over them (progress.csv's bytes_sent is
+        the network's mean per learner, cumulative). Count what a learner's messages carry at the dtype they
+        move in, learner to learner, so the figure does not depend on how learners are grouped into processes."""
+        if self.metrics is not None:
+            self.metrics.record("bytes_sent", nbytes)
 
     def reduce_gradient(self, grad: torch.Tensor) -> None:
         """Called on the per-learner gradients `[K, P]` before clipping and the optimizer step."""
@@ -49,29 +67,24 @@ class Mixer:
 class Method:
     """One --method: how a run's learners share what they learn, given its config and graph.
 
-    A subclass sets `name` and `summary` and says which communication graphs it needs, what
-    topology.csv and combination.csv record, and which Mixer runs the combine step.
+    A subclass sets `name` and `summary`, declares its own options (`Options`, checked by
+    TrainConfig and refused with any other method), and says which communication graphs it needs,
+    what topology.csv and combination.csv record, and which Mixer runs the combine step.
     """
 
     name: ClassVar[str]
     summary: ClassVar[str]  # one line: --help and the README's table of methods
-    models_faults: ClassVar[bool] = False  # whether --link-drop, --max-staleness and --fail-learner apply
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
     uses_graph: ClassVar[bool] = False  # whether --topology / --adjacency / --weights matter
+    gathers_all: ClassVar[bool] = False  # every learner's gradient reaches every process (the memory estimate)
 
-    def __init__(self, config: TrainConfig, graph: nx.Graph) -> None:
+    def __init__(self, config: RunConfig, graph: nx.Graph) -> None:
         self.config, self.graph = config, graph
-
-    @classmethod
-    def validate(cls, config: TrainConfig) -> None:
-        """Refuse options this method cannot honour (ConfigError)."""
-        faults = [flag for key, flag in FAULTS if getattr(config, key)]
-        if faults and not cls.models_faults:
-            raise ConfigError(
-                f"{', '.join(faults)} model faults of diffusion: use them with --method diff-a2c, not {cls.name}"
-            )
+        self.options = self.Options.of(config)
 
     def communication(self) -> list[Reads]:
-        """The communication graphs of a run, one exchange plan each (directed: dst reads src's row)."""
+        """The communication graphs of a run, one exchange plan each made at connect time (directed: dst
+        reads src's row); a mixer whose graph is drawn every round plans that round with `comm.plan`."""
         return [NO_READS]
 
     def logged_graph(self) -> nx.Graph:

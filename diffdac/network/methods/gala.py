@@ -8,12 +8,29 @@ import networkx as nx
 import numpy as np
 import torch
 
-from diffdac.network.comm import Communicator
-from diffdac.config import TrainConfig
-from diffdac.network.mixing import Combiner
+from dataclasses import dataclass
+
 from diffdac.errors import ConfigError
-from diffdac.network.methods.base import Method, Mixer
-from topologies import Reads, exponential_period, exponential_reads
+from diffdac.network.comm import Communicator
+from diffdac.network.methods.base import Method, Mixer, row_bytes
+from diffdac.network.mixing import Combiner
+from diffdac.options import MethodOptions, RunConfig, option
+from topologies import PUSH, Reads, Schedule, exponential_period, exponential_schedule
+
+
+@dataclass
+class GossipOptions(MethodOptions):
+    peers_per_round: int = option(1, "gala: peers each learner pushes to per round on the time-varying exponential graph")
+
+    def check(self, run: RunConfig) -> None:
+        if not isinstance(self.peers_per_round, int) or self.peers_per_round < 1:
+            raise ConfigError(f"--peers-per-round must be a positive integer, got {self.peers_per_round!r}")
+        distinct = max(1, math.ceil(math.log2(run.num_learners)))
+        if self.peers_per_round > distinct:
+            raise ConfigError(
+                f"--peers-per-round {self.peers_per_round} exceeds the {distinct} distinct peers of the "
+                f"exponential graph on {run.num_learners} learners"
+            )
 
 
 class PushSum(Mixer):
@@ -21,25 +38,25 @@ class PushSum(Mixer):
 
     Each learner holds de-biased parameters z and a push-sum weight w. A round mixes x = w z and w:
     a learner keeps 1/(p+1) of both and pushes 1/(p+1) to each of its p peers; then z = x / w.
-    With a learning rate of 0 every z converges to the exact average of the initial z.
+    With a learning rate of 0 every z converges to the exact average of the initial z. Each push
+    carries the numerator x of every block and the weight w, in float64 as they move.
     """
 
     def __init__(
         self,
-        config: TrainConfig,
+        config: RunConfig,
         comm: Communicator,
         learner_ids: np.ndarray,
         device: torch.device,
-        rounds: list[Reads],
+        schedule: Schedule,
+        peers: int,
     ) -> None:
         super().__init__(config, comm, learner_ids, device)
-        n, p = config.num_learners, config.peers_per_round
-        self.combiners = []
-        for src, dst in rounds:
-            loops = np.arange(n, dtype=np.int64)
-            src, dst = np.concatenate([src, loops]), np.concatenate([dst, loops])
-            weight = np.full(len(src), 1.0 / (len(src) // n))
-            self.combiners.append(Combiner(src, dst, weight, learner_ids, device))
+        n, p = config.num_learners, peers
+        self.combiners, self.pushes = [], []
+        for r in range(schedule.period):
+            self.combiners.append(Combiner(*schedule.weights(r, PUSH), learner_ids, device))
+            self.pushes.append(int(np.isin(schedule.reads(r)[0], learner_ids).sum()))  # pushes from this process's learners
         self.weight = torch.ones(len(learner_ids), 1, dtype=torch.float64, device=device)
         self.links = n * min(p, exponential_period(n)) if n > 1 else 0
 
@@ -47,12 +64,14 @@ class PushSum(Mixer):
         graph = round_index % len(self.combiners)
         combiner = self.combiners[graph]
         mixed_weight = combiner.combine(self.comm.exchange(self.weight, combiner.buffer_ids, graph))
-        out = []
+        out, sent = [], row_bytes([self.weight])
         for block in blocks:
             x = block.double() * self.weight
+            sent += row_bytes([x])
             mixed = combiner.combine(self.comm.exchange(x, combiner.buffer_ids, graph))
             out.append((mixed / mixed_weight).to(block.dtype))
         self.weight = mixed_weight
+        self.sent(self.pushes[graph] * sent)
         return out
 
     def state_dict(self) -> dict:
@@ -68,19 +87,15 @@ class Gala(Method):
         "GALA-A2C's push-sum gossip on a time-varying exponential graph (--peers-per-round); --topology is ignored"
     )
 
-    @classmethod
-    def validate(cls, config: TrainConfig) -> None:
-        super().validate(config)
-        distinct = max(1, math.ceil(math.log2(config.num_learners)))
-        if config.peers_per_round > distinct:
-            raise ConfigError(
-                f"--peers-per-round {config.peers_per_round} exceeds the {distinct} distinct peers of the "
-                f"exponential graph on {config.num_learners} learners"
-            )
+    Options = GossipOptions
+    options: GossipOptions
+
+    def __init__(self, config: RunConfig, graph: nx.Graph) -> None:
+        super().__init__(config, graph)
+        self.schedule = exponential_schedule(config.num_learners, self.options.peers_per_round)
 
     def communication(self) -> list[Reads]:
-        n = self.config.num_learners
-        return [exponential_reads(n, r, self.config.peers_per_round) for r in range(exponential_period(n))]
+        return self.schedule.rounds()
 
     def logged_graph(self) -> nx.Graph:
         """The union of the rounds' graphs."""
@@ -91,11 +106,7 @@ class Gala(Method):
 
     def combination_matrix(self) -> np.ndarray:
         """Round 0's push-sum matrix (the rounds cycle)."""
-        n = self.config.num_learners
-        src, dst = exponential_reads(n, 0, self.config.peers_per_round)
-        matrix = np.eye(n)
-        matrix[src, dst] = 1.0
-        return matrix / matrix.sum(1, keepdims=True)
+        return self.schedule.matrix(0, PUSH)
 
     def mixer(self, comm: Communicator, learner_ids: np.ndarray, device: torch.device) -> Mixer:
-        return PushSum(self.config, comm, learner_ids, device, self.communication())
+        return PushSum(self.config, comm, learner_ids, device, self.schedule, self.options.peers_per_round)
