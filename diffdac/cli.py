@@ -154,6 +154,8 @@ OUTSIDE_THE_RUN = ("tensorboard",)
 
 def _stored_for_resume(log_dir: str) -> TrainConfig:
     """The run's own options for --resume, without those that name places outside the run."""
+    from diffdac.config import TrainConfig
+
     stored = TrainConfig.from_run(log_dir)
     return dataclasses.replace(stored, **{name: None for name in OUTSIDE_THE_RUN})
 
