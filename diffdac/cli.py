@@ -131,13 +131,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     from diffdac.config import TrainConfig, read_config_file
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    _one_graph(given, "on the command line")
     if getattr(args, "config", None):
         from_file = read_config_file(args.config)
+        _one_graph(from_file, f"in {args.config}")
         if {"topology", "adjacency"} & set(given):  # a graph on the command line replaces the file's graph
             from_file = {k: v for k, v in from_file.items() if k not in ("topology", "adjacency")}
         given = {**from_file, **given}
     if given.get("resume") and given.get("log_dir") and (Path(given["log_dir"]) / "config.json").exists():
-        return dataclasses.replace(TrainConfig.from_run(given["log_dir"]), **given)
+        return dataclasses.replace(_stored_for_resume(given["log_dir"]), **given)
     if given.get("adjacency") is not None and "topology" not in given:
         given["topology"] = None
     if given.get("adjacency") is not None and "num_learners" not in given:
@@ -145,11 +147,56 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**given)
 
 
+# Options that name places outside the run directory: a shared run's config.json must not send a
+# resume's files there, so on --resume they hold only when given again.
+OUTSIDE_THE_RUN = ("tensorboard",)
+
+
+def _stored_for_resume(log_dir: str) -> TrainConfig:
+    """The run's own options for --resume, without those that name places outside the run."""
+    from diffdac.config import TrainConfig
+
+    stored = TrainConfig.from_run(log_dir)
+    return dataclasses.replace(stored, **{name: None for name in OUTSIDE_THE_RUN})
+
+
+def _one_graph(options: dict, where: str) -> None:
+    """--topology and --adjacency both name the graph: given together, one would be ignored, so refuse the pair."""
+    if options.get("topology") is not None and options.get("adjacency") is not None:
+        raise ConfigError(f"--topology and --adjacency both give the graph {where}: give one of them")
+
+
 def _matrix_size(adjacency: str) -> int:
     """--num-learners defaults to the size of the --adjacency matrix."""
     import topologies
 
-    return topologies.adjacency_size(adjacency)
+    size = topologies.adjacency_size(adjacency)
+    if size < 1:
+        raise ConfigError(f"--adjacency {adjacency} holds no matrix: give a square 0/1 matrix of at least one learner")
+    return size
+
+
+def check_topology_args(args: argparse.Namespace, n: int) -> None:
+    """`diffdac topology`'s counts: a seed in range, a probability, and a graph (with its dense matrices) that fits in memory."""
+    import math
+
+    import topologies
+    from diffdac.config import MAX_COUNT, MAX_SEED
+    from diffdac.run import limits
+
+    if not 1 <= n <= MAX_COUNT:
+        raise ConfigError(f"--num-learners must be a positive integer up to {MAX_COUNT}, got {n}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be an integer in [0, 2**63 - 1], got {args.seed}")
+    if args.edge_prob is not None and not (math.isfinite(args.edge_prob) and 0 <= args.edge_prob <= 1):
+        raise ConfigError(f"--edge-prob is a probability in [0, 1], got {args.edge_prob!r}")
+    edges = n * n // 2 if args.adjacency is not None else topologies.edge_count(args.topology, n, args.edge_prob)
+    need, have = edges * limits.BYTES_PER_EDGE + 3 * n * n * limits.DOUBLE, limits.available_bytes()
+    if have is not None and need > have * limits.USABLE_FRACTION:
+        raise ConfigError(
+            f"the {n}-learner graph and its matrices need about {need / 1e9:,.1f} GB of memory but this machine has "
+            f"{have / 1e9:,.1f} GB available: lower --num-learners"
+        )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -185,7 +232,8 @@ def run_topology(args: argparse.Namespace) -> int:
     topology = None if args.adjacency is not None else args.topology
     n = args.num_learners
     if n is None:
-        n = topologies.adjacency_size(args.adjacency) if args.adjacency is not None else 8
+        n = _matrix_size(args.adjacency) if args.adjacency is not None else 8
+    check_topology_args(args, n)
     graph = topologies.resolve_graph(topology, args.adjacency, n, args.edge_prob, args.seed)
     schedule = topologies.schedule_for(topology, args.adjacency, graph, args.seed, args.degree)
     if schedule.random:  # the support is every pair: show one round's graph, the static figure beside E[C]'s
@@ -246,9 +294,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     Bad input is one line and status 2, a failed run one line and status 1, Ctrl-C (start-up
     included) one line and status 130, and a reader that goes away (`| head`) a quiet exit.
     """
+    from diffdac import files
+    from diffdac.errors import Stopped
+
+    files.fail_writes_past_the_file_size_limit()
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
+    except Stopped as stop:
+        if _is_lead():
+            print(stop, file=sys.stderr)
+        return stop.status
     except KeyboardInterrupt:
         print("diffdac: interrupted", file=sys.stderr)
         return 130

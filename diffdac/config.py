@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffdac import files
 from diffdac.errors import ConfigError, ResumeError
 from diffdac.network.methods import METHODS, method_class, option_owners
 from diffdac.options import flag as _flag
@@ -129,6 +130,7 @@ class RunOptions:
     def validate(self) -> "TrainConfig":
         """Refuse bad input with a ConfigError naming the option and the fix."""
         self._check_types()
+        check_bounds(self)
         for name in (
             "num_learners",
             "envs_per_learner",
@@ -235,7 +237,9 @@ class RunOptions:
     @classmethod
     def from_run(cls, run_dir: str | Path) -> TrainConfig:
         """The options a run was made with, read from its config.json."""
-        return cls.from_dict(run_options(read_run_config(Path(run_dir))))
+        values = read_run_config(Path(run_dir))
+        check_stored_matrix(values, Path(run_dir))
+        return cls.from_dict(run_options(values))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -248,6 +252,29 @@ class RunOptions:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
+MAX_COUNT = 2**31 - 1  # learners: beyond this no machine holds the run
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32: a smaller --rms-eps vanishes in the update
+MAX_DIST_TIMEOUT = 10**7  # seconds (about 4 months): longer ones overflow torch.distributed's clocks
+
+
+def check_bounds(config: TrainConfig) -> None:
+    """Values that pass their type but no machine or library can take: NaN and infinite probabilities,
+    learners past 2**31, timeouts past torch's clocks. Checked first, so the message names the option at fault."""
+    if isinstance(config.num_learners, int) and config.num_learners > MAX_COUNT:
+        raise ConfigError(
+            f"--num-learners {config.num_learners} is more learners than any machine can hold: give at most {MAX_COUNT}"
+        )
+    if config.edge_prob is not None and not (math.isfinite(config.edge_prob) and 0 <= config.edge_prob <= 1):
+        raise ConfigError(f"--edge-prob is a probability in [0, 1], got {config.edge_prob!r}")
+    if isinstance(config.rms_eps, (int, float)) and 0 < config.rms_eps < FLOAT32_TINY:
+        raise ConfigError(
+            f"--rms-eps {config.rms_eps!r} is 0 in float32, the parameters' type (RMSprop would divide by zero): "
+            f"give at least {FLOAT32_TINY:.3g}"
+        )
+    if isinstance(config.dist_timeout, (int, float)) and config.dist_timeout > MAX_DIST_TIMEOUT:
+        raise ConfigError(f"--dist-timeout must be at most {MAX_DIST_TIMEOUT} seconds, got {config.dist_timeout!r}")
+
+
 # Options added after runs were already being made, with the value those older runs had in effect
 # (a config.json written since holds every option, so a missing key means an older run).
 BEFORE_THE_OPTION = {"mass_scaling": "mass-and-inertia"}
@@ -258,6 +285,16 @@ NOT_FROM_FILES = frozenset({"log_dir", "overwrite", "resume"})
 def run_options(values: dict[str, Any]) -> dict[str, Any]:
     """A run's config.json values, with what older runs had in effect for options they predate."""
     return {**BEFORE_THE_OPTION, **values}
+
+
+def check_stored_matrix(values: dict[str, Any], run_dir: Path) -> None:
+    """A run keeps its adjacency matrix itself (a literal in config.json): a file name there is never read."""
+    adjacency = values.get("adjacency")
+    if adjacency is not None and not (isinstance(adjacency, str) and adjacency.strip().startswith("[")):
+        raise ResumeError(
+            f"{run_dir / 'config.json'} gives adjacency as a file name, not the matrix a run keeps there: "
+            "diffdac does not read files a run directory names; put the matrix literal back"
+        )
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -300,6 +337,7 @@ def _file_options(path: Path, values: dict[str, Any]) -> dict[str, Any]:
             hint = f" (did you mean {_flag(close[0])}?)" if close else ""
             raise ConfigError(f"--config {path}: unknown option {key!r}{hint}")
         if name in NOT_FROM_FILES:
+            refuse_run_place(path, key)
             continue
         if isinstance(value, list):
             value = tuple(value)
@@ -309,15 +347,28 @@ def _file_options(path: Path, values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def refuse_run_place(path: Path, key: str) -> None:
+    """A TOML file cannot say where a run goes or whether it replaces or continues one: refused, not ignored.
+
+    (A run's config.json repeats its log_dir; as --config it is left out, as read_config_file says.)"""
+    if path.suffix.lower() != ".json":
+        raise ConfigError(
+            f"--config {path}: {key!r} cannot come from a config file (it says where a run goes or what it replaces): "
+            f"give --{_flag(key.replace('-', '_'))} on the command line"
+        )
+
+
 def read_run_config(run_dir: Path) -> dict[str, Any]:
     """config.json of a run directory as a dict, or a ResumeError saying why it is not one."""
     path = Path(run_dir) / "config.json"
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise ResumeError(f"{run_dir} is not a diffdac run (no config.json): give the directory of an existing run")
     try:
-        values = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as err:
-        raise ResumeError(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+        values = json.loads(files.read_text(path, files.MAX_SMALL))
+    except files.RunFileError as err:
+        raise ResumeError(str(err)) from None
+    except OSError as err:
+        raise ResumeError(f"cannot read {path}: {files.reason(err)}") from None
     except (json.JSONDecodeError, RecursionError):
         raise ResumeError(f"{path} is not valid JSON: it is not a diffdac run's config.json") from None
     if not isinstance(values, dict) or not {"env", "num_learners"} <= set(values):

@@ -15,3 +15,11 @@ class ResumeError(ConfigError):
 
 class CheckpointError(ConfigError):
     """A checkpoint file or manifest that cannot be used: missing, truncated, edited, or holding more than tensors."""
+
+
+class Stopped(Exception):
+    """A run stopped on request (SIGTERM, SIGINT) after writing a checkpoint: the line to print and the exit status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -522,13 +524,63 @@ def write_results(sweep: Sweep, out_dir: Path, argv: list[str]) -> None:
     )
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")  # one path component: a name cannot leave its directory
+
+
+def check_name(what: str, name: object) -> None:
+    """A sweep's or a variant's name becomes a directory name under --runs-dir and --out-dir: one plain component."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or name in (".", ".."):
+        raise SystemExit(
+            f"sweep: {what} {name!r} must be a plain name (letters, digits, _ . + -, no / or ..): "
+            "it names a directory inside --runs-dir and --out-dir"
+        )
+
+
+def _numbers(stage: str, key: str, values: object, kind: type, low: float) -> None:
+    ok = (
+        isinstance(values, list)
+        and values
+        and all(isinstance(v, kind) and not isinstance(v, bool) and math.isfinite(v) and v > low for v in values)
+    )
+    if not ok:
+        raise SystemExit(f"sweep: [{stage}] {key} must be a non-empty list of numbers > {low:g}, got {values!r}")
+
+
+def check_sweep(sweep: Sweep, args: argparse.Namespace) -> list[str] | None:
+    """Everything a sweep file and the command line can get wrong, each in one line; returns --variants as a list."""
+    check_name("name", sweep.name)
+    for variant in sweep.variants:
+        check_name("variant", variant)
+    for stage in STAGES:
+        settings = sweep.stages[stage]
+        steps = settings.get("total_steps")
+        if (stage == "sweep" or steps is not None) and (type(steps) is not int or steps < 1):
+            raise SystemExit(f"sweep: [{stage}] needs total_steps = a positive integer, got {steps!r}")
+        if "lrs" in settings or stage == "sweep":
+            _numbers(stage, "lrs", settings.get("lrs"), (int, float), 0)
+        if "seeds" in settings or stage == "sweep":
+            _numbers(stage, "seeds", settings.get("seeds"), int, -1)
+        window = settings.get("final_window")
+        if window is not None and (type(window) is not int or window < 1):
+            raise SystemExit(f"sweep: [{stage}] final_window must be a positive integer, got {window!r}")
+    if args.jobs < 1:
+        raise SystemExit(f"sweep: --jobs must be a positive number of runs at a time, got {args.jobs}")
+    only = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None
+    unknown = [v for v in only or () if v not in sweep.variants]
+    if unknown or only == []:
+        raise SystemExit(
+            f"sweep: unknown variant {', '.join(unknown) or repr(args.variants)}: {sweep.path} has {', '.join(sweep.variants)}"
+        )
+    return only
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     sweep = Sweep.read(args.sweep_file)
+    only = check_sweep(sweep, args)
     name = sweep.name + ("-quick" if args.quick else "")
     runs_root, out_dir = args.runs_dir / name, (args.runs_dir / name / "results" if args.quick else args.out_dir / name)
-    only = args.variants.split(",") if args.variants else None
     sweep_settings = stage_settings(sweep, "sweep", args.quick)
     sweep_jobs = jobs(sweep, "sweep", sweep_settings, {}, only)
     try:

@@ -12,7 +12,6 @@ is read with `torch.load(weights_only=True)`: a planted file can fail to load, n
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import zipfile
@@ -22,6 +21,7 @@ from typing import Any
 
 import torch
 
+from diffdac import files
 from diffdac.errors import CheckpointError, ConfigError, TrainingError
 
 MANIFEST = re.compile(r"step(\d{12})\.json$")
@@ -63,8 +63,8 @@ class Manifest:
     def read(cls, path: Path) -> "Manifest":
         """A manifest file, checked field by field: it comes from a run directory, which anyone may have edited."""
         try:
-            values = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            values = json.loads(files.read_text(path, files.MAX_SMALL))
+        except (OSError, files.RunFileError, json.JSONDecodeError, RecursionError) as err:
             raise CheckpointError(f"{path} is not a readable checkpoint manifest ({_reason(err)})") from None
         types = {"steps": int, "updates": int, "world_size": int, "complete": bool}
         if not isinstance(values, dict) or set(values) != set(types):
@@ -85,14 +85,17 @@ def save_rank(run_dir: Path, steps: int, rank: int, state: dict[str, Any]) -> No
     the checkpoints written before it stay valid.
     """
     path = rank_path(run_dir, steps, rank)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
+        files.make_dir(path.parent)
+        with files.replacing_path(path) as tmp:
+            torch.save(state, tmp)
+    except (OSError, files.RunFileError) as err:
         raise CheckpointWriteError(f"rank {rank} could not write its checkpoint {path} ({_reason(err)})") from None
+    except RuntimeError:  # torch's zip writer reports a failed write (a full disk, ulimit -f) without its cause
+        raise CheckpointWriteError(
+            f"rank {rank} could not write its checkpoint {path} (the write failed: is the disk full, "
+            "or a file size limit (ulimit -f) lower than a checkpoint?)"
+        ) from None
 
 
 class CheckpointWriteError(TrainingError):
@@ -106,16 +109,13 @@ def commit(run_dir: Path, manifest: Manifest, keep: int) -> None:
     newer checkpoint was skipped); they describe a future this run no longer has, so they go too.
     """
     path = manifest_path(run_dir, manifest.steps)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(manifest.__dict__) + "\n")
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
+        files.write_text(path, json.dumps(manifest.__dict__) + "\n")
+    except (OSError, files.RunFileError) as err:
         raise CheckpointWriteError(f"could not write the checkpoint manifest {path} ({_reason(err)})") from None
     found = manifests(run_dir)
     for old in [m for m in found if m.steps <= manifest.steps][:-keep] + [m for m in found if m.steps > manifest.steps]:
-        manifest_path(run_dir, old.steps).unlink(missing_ok=True)
+        files.remove(manifest_path(run_dir, old.steps))
 
 
 def prune_rank(run_dir: Path, rank: int, keep: int, current: int) -> None:
@@ -129,9 +129,9 @@ def prune_rank(run_dir: Path, rank: int, keep: int, current: int) -> None:
     kept = sorted(s for s in steps if s <= current)[-keep:]
     for path, step in zip(paths, steps):
         if step not in kept:
-            path.unlink(missing_ok=True)
+            files.remove(path)
     for stray in checkpoint_dir(run_dir).glob(f"step*.rank{rank:03d}.pt.tmp"):  # a save cut short by a kill or Ctrl-C
-        stray.unlink(missing_ok=True)
+        files.remove(stray)
 
 
 def scan(run_dir: Path) -> tuple[list[Manifest], list[str]]:
@@ -165,10 +165,13 @@ def load_rank(run_dir: Path, manifest: Manifest, rank: int, device: torch.device
     CheckpointError naming the file.
     """
     path = rank_path(run_dir, manifest.steps, rank)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise CheckpointError(f"checkpoint at step {manifest.steps} has no file for rank {rank} ({path})")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with files.open_plain(path) as file:
+            state = torch.load(file, map_location=device, weights_only=True)
+    except files.RunFileError as err:
+        raise CheckpointError(str(err)) from None
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path} holds objects other than tensors and plain values; diffdac does not unpickle them, "
@@ -183,8 +186,13 @@ def load_rank(run_dir: Path, manifest: Manifest, rank: int, device: torch.device
         KeyError,
         TypeError,
         AttributeError,
+        MemoryError,  # what weights_only still lets a planted file ask for: bytearray(2**62), unknown codecs, ...
+        OverflowError,
+        LookupError,
+        UnicodeError,
+        RecursionError,
     ) as err:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({_reason(err)})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {_reason(err)})") from None
     if not isinstance(state, dict) or not all(isinstance(state.get(k), dict) for k in STATE_KEYS):
         raise CheckpointError(f"{path} is not a diffdac checkpoint: expected a dict with {' and '.join(STATE_KEYS)}")
     return state

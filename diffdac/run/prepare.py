@@ -22,12 +22,13 @@ import torch
 
 import envs
 import topologies
+from diffdac import files
 from diffdac.run import limits
 from diffdac.run import provenance
 from diffdac.config import NORMALIZE_CHOICES, TrainConfig, read_run_config
 from diffdac.network.distributed import env_rank
 from diffdac.errors import ConfigError, ResumeError, TrainingError
-from diffdac.run.rundir import RUN_FILES
+from diffdac.run.rundir import check_replaceable, only_leftovers
 from diffdac.network.methods import Method, method_class, method_for
 from diffdac.learners.population import action_dim, check_spaces
 
@@ -56,7 +57,7 @@ def prepare(config: TrainConfig) -> Prepared:
     if config.resume and (run_dir / "config.json").exists():
         config = check_resume(config)
     else:
-        check_new_run_dir(run_dir, config.overwrite)
+        check_new_run_dir(run_dir, config.overwrite, config.resume)
         if config.resume and env_rank() == 0:
             print(f"diffdac: {run_dir} holds no run yet: starting a new one")
         config = dataclasses.replace(config, resume=False)
@@ -80,6 +81,8 @@ def check_machine(config: TrainConfig) -> None:
         )
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("--tensorboard needs the tensorboard package: pip install 'diffdac[tensorboard]'")
+    if config.tensorboard and Path(config.tensorboard).exists() and not Path(config.tensorboard).is_dir():
+        raise ConfigError(f"--tensorboard {config.tensorboard} is a file: give a directory for the event files")
     cores = os.cpu_count() or 1
     counts = (
         ("--threads", config.threads),
@@ -153,27 +156,26 @@ def processes_here() -> int:
     return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def check_new_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """A new run goes into a new or empty directory; --overwrite replaces an earlier run's files, never a user's."""
+def check_new_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> None:
+    """A new run goes into a new or empty directory; --overwrite replaces an earlier run's files, never a user's.
+
+    A --resume of a directory that holds only what a kill during the first config.json left starts the run.
+    """
+    files.check_name_lengths(run_dir, "--log-dir")
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--log-dir {run_dir} is a file, not a directory: choose another --log-dir")
     if run_dir.is_dir():
-        holds_run = (run_dir / "config.json").exists()
+        holds_run = (run_dir / "config.json").exists() or (run_dir / "config.json").is_symlink()
         if holds_run and not overwrite:
             raise ConfigError(
                 f"{run_dir} already holds a run: choose another --log-dir, pass --overwrite, or continue it with --resume"
             )
-        if not holds_run and any(run_dir.iterdir()):
-            if not overwrite:
-                raise ConfigError(
-                    f"{run_dir} exists and is not empty: choose a new or empty --log-dir "
-                    "(--overwrite writes there anyway and removes only an earlier run's files)"
-                )
-            clash = next((name for name in RUN_FILES if (run_dir / name).exists()), None)
-            if clash:
-                raise ConfigError(
-                    f"{run_dir / clash} is not from a diffdac run and a run would replace it: move it or choose another --log-dir"
-                )
+        if not holds_run and not only_leftovers(run_dir, lock_only=not resume) and not overwrite:
+            raise ConfigError(
+                f"{run_dir} exists and is not empty: choose a new or empty --log-dir "
+                "(--overwrite writes there anyway and removes only an earlier run's files)"
+            )
+        check_replaceable(run_dir, holds_run)
     check_writable(run_dir)
 
 

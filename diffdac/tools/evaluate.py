@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import gymnasium
 import numpy as np
 import pandas as pd
 import torch
@@ -25,7 +27,8 @@ from diffdac.run import checkpoint
 from diffdac.run import provenance
 from diffdac.tools import video
 from diffdac.tools.policy import load_policy
-from diffdac.config import TrainConfig, read_run_config
+from diffdac import files
+from diffdac.config import MAX_SEED, TrainConfig, read_run_config
 from diffdac.errors import ConfigError
 from diffdac.learners.normalize import RunningNorm
 from diffdac.learners.population import Population
@@ -239,24 +242,74 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
     return table.rename(columns={"count": "episodes"})
 
 
+MAX_EPISODES = 10_000  # per policy and task: the mean of a return is settled long before
+MAX_TASKS = 10_000  # rows of a --tasks file
+MAX_SIMULATORS = 1_000_000  # policies x tasks x episodes stepped as one batch
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """Counts of eval's options: positive, and bounded (an eval of 2**70 episodes would run forever)."""
+    for flag, value, most in (
+        ("--episodes", args.episodes, MAX_EPISODES),
+        ("--video-episodes", args.video_episodes, MAX_EPISODES),
+    ):
+        if not 1 <= value <= most:
+            raise ConfigError(f"{flag} must be a positive integer up to {most}, got {value}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be an integer in [0, 2**63 - 1], got {args.seed}")
+    if args.video is not None and args.video.exists() and not args.video.is_dir():
+        raise ConfigError(f"--video {args.video} is a file: give a directory for the videos")
+
+
+def check_size(config: TrainConfig, policies: int, tasks: TaskSet, episodes: int) -> None:
+    """Refuse a batch of simulators too large to step at once, before anything is allocated."""
+    if len(tasks.task_ids) > MAX_TASKS:
+        raise ConfigError(f"--tasks gives {len(tasks.task_ids)} tasks; eval takes at most {MAX_TASKS}")
+    sims = policies * len(tasks.task_ids) * episodes
+    if sims > MAX_SIMULATORS:
+        raise ConfigError(
+            f"{policies} policies x {len(tasks.task_ids)} tasks x {episodes} episodes is {sims} simulators, "
+            f"more than the {MAX_SIMULATORS} eval steps at once: lower --episodes or use --policies average"
+        )
+
+
+def check_fits(config: TrainConfig, policies: Policies, spaces: tuple) -> None:
+    """The checkpoint's parameters must be those of a network of the run's options (env, hidden) before any is built."""
+    from diffdac.learners.population import _layout, action_dim
+
+    act = spaces[1]
+    width = sum(
+        p.numel
+        for p in _layout(spaces[0].shape[0], config.hidden, action_dim(act), isinstance(act, gymnasium.spaces.Box))
+    )
+    if policies.params.dim() != 2 or policies.params.shape[1] != width:
+        raise ConfigError(
+            f"the checkpoint does not match the run's options in config.json (env {config.env} and hidden {config.hidden} "
+            f"make {width} parameters per learner, the checkpoint has {tuple(policies.params.shape[1:])})"
+        )
+
+
 def main(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
-    for flag, value in (("--episodes", args.episodes), ("--video-episodes", args.video_episodes)):
-        if value < 1:
-            raise ConfigError(f"{flag} must be a positive integer, got {value}")
+    check_counts(args)
     config = TrainConfig.from_run(run_dir).validate()
     for warning in provenance.version_warnings(read_run_config(run_dir)):
         print(f"diffdac: warning: {warning}")
+    from diffdac.run.prepare import probe_spaces
+
+    spaces = probe_spaces(config)  # an env id that cannot be made (an edited config.json) is one line
     manifest = checkpoint.resolve(run_dir, args.checkpoint)
     out = Path(args.out) if args.out else run_dir / default_out_name(args, manifest.steps)
-    check_out(out)
+    check_out(out, run_dir)
     tasks = task_set(config, args.tasks)
     if args.video is not None:
         video.check_video_support(tasks.env_id)
     torch.set_num_threads(min(config.threads, os.cpu_count() or 1))
     policies = load_policies(run_dir, config, manifest, args.policies)
+    check_size(config, len(policies.names), tasks, args.episodes)
+    check_fits(config, policies, spaces)
     rows = run_episodes(config, policies, tasks, args.episodes, args.stochastic, args.seed)
-    rows.assign(checkpoint_steps=manifest.steps).to_csv(out, index=False)
+    write_out(out, rows.assign(checkpoint_steps=manifest.steps))
     mode = "stochastic" if args.stochastic else "greedy"
     print(
         f"{mode} policies of {run_dir} at step {manifest.steps} on {len(tasks.task_ids)} {args.tasks} tasks of {tasks.env_id}, "
@@ -289,12 +342,47 @@ def default_out_name(args: argparse.Namespace, steps: int) -> str:
     return f"eval-{tasks}-step{steps}-{mode}{policies}-{args.episodes}ep-seed{args.seed}.csv"
 
 
-def check_out(out: Path) -> None:
-    """Refuse an --out that cannot take a CSV before any episode is played."""
+def check_out(out: Path, run_dir: Path | None = None) -> None:
+    """Refuse an --out that cannot take a CSV before any episode is played: a directory, a missing or read-only
+    place, or a file of the run itself (config.json, a Monitor file, a checkpoint)."""
     if out.is_dir():
         raise ConfigError(f"--out {out} is a directory: give a file name such as {out / 'eval.csv'}")
     if not out.parent.is_dir():
         raise ConfigError(f"cannot write {out}: directory {out.parent} does not exist")
+    if run_dir is not None and _is_run_file(out, run_dir):
+        raise ConfigError(f"--out {out} is a file of the run {run_dir}: give another name (eval-NAME.csv, for one)")
+    try:
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write {out} ({files.reason(err)}): give an --out in a place you can write to"
+        ) from None
+
+
+def _is_run_file(out: Path, run_dir: Path) -> bool:
+    """A name a run writes inside its directory (eval files aside): what an eval's CSV must not replace."""
+    from diffdac.run.rundir import EVAL_FILE, LOCK_NAMES, RUN_FILES
+
+    try:
+        inside = out.resolve().relative_to(run_dir.resolve())
+    except ValueError:
+        return False
+    top = inside.parts[0] if inside.parts else ""
+    name = inside.name.removesuffix(".tmp")
+    return (
+        top in ("monitor", "checkpoints")
+        or name in RUN_FILES + LOCK_NAMES
+        or (len(inside.parts) == 1 and not EVAL_FILE.fullmatch(name) and name.endswith((".json", ".pt")))
+    )
+
+
+def write_out(out: Path, rows: pd.DataFrame) -> None:
+    """The eval table, written whole or not at all; a full disk is one line."""
+    try:
+        files.write_text(out, rows.to_csv(index=False))
+    except OSError as err:
+        raise ConfigError(f"cannot write {out} ({files.reason(err)})") from None
 
 
 def _short(table: pd.DataFrame) -> pd.DataFrame:

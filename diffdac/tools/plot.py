@@ -11,9 +11,11 @@ the command line. Panels: returns; with --disagreement, progress.csv's disagreem
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from diffdac import files
 from diffdac.tools import results
 from diffdac.errors import ConfigError
 
@@ -108,21 +110,39 @@ def main(args: argparse.Namespace) -> int:
     """Run `diffdac plot`; bad input raises ConfigError (one line, exit 2 in the CLI)."""
     check_args(args)
     if args.graph:
-        draw_graphs(args).savefig(args.out, dpi=120)
+        save_figure(draw_graphs(args), args.out)
         print(f"diffdac: wrote {args.out}")
         return 0
     runs = results.load_runs(args.runs)
     if args.out is not None:
-        draw(runs, args).savefig(args.out, dpi=120)
+        save_figure(draw(runs, args), args.out)
         print(f"diffdac: wrote {args.out}")
     if args.table or args.csv:
         table = results.summary(runs, args.bin_steps, args.threshold, parse_steps(args.at), args.label, args.weighting)
         if args.table:
             print(results.readable(table).to_string(index=False))
         if args.csv:
-            table.to_csv(args.csv, index=False)
+            write_file(args.csv, table.to_csv(index=False).encode())
             print(f"diffdac: wrote {args.csv}")
     return 0
+
+
+def save_figure(fig: Any, out: Path) -> None:
+    """The figure drawn in memory, then written whole or not at all."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=120, format=out.suffix.lower().lstrip("."))
+    write_file(out, buffer.getvalue())
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """A file of plot's, with a full disk or a read-only place said in one line."""
+    try:
+        files.write_bytes(path, data)
+    except OSError as err:
+        raise ConfigError(f"cannot write {path} ({files.reason(err)})") from None
+
+
+MAX_BIN_STEPS = 10**15  # far beyond any run's env steps; larger ones overflow pandas' integer bins
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -137,8 +157,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError("nothing to do: give --out FIGURE.png, --table or --csv FILE")
     if args.out is not None and args.out.suffix.lower() not in FORMATS:
         raise ConfigError(f"--out must end in .png, .pdf or .svg, got {args.out.name!r}")
-    if args.bin_steps < 1:
-        raise ConfigError(f"--bin-steps must be a positive number of env steps, got {args.bin_steps}")
+    if not 1 <= args.bin_steps <= MAX_BIN_STEPS:
+        raise ConfigError(
+            f"--bin-steps must be a positive number of env steps up to {MAX_BIN_STEPS}, got {args.bin_steps}"
+        )
     for path in (args.out, args.csv):
         if path is not None and path.is_dir():
             raise ConfigError(
@@ -155,9 +177,9 @@ def parse_steps(text: str | None) -> list[int] | None:
         return None
     try:
         points = [int(float(part)) for part in text.split(",") if part.strip()]
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ConfigError(f"--at takes a comma list of env step counts, got {text!r}") from None
-    if not points or min(points) <= 0:
+    if not points or min(points) <= 0 or max(points) > MAX_BIN_STEPS:
         raise ConfigError(f"--at takes positive env step counts, got {text!r}")
     return points
 
@@ -218,15 +240,38 @@ def draw_graphs(args: argparse.Namespace) -> Any:
     runs = results.load_runs(args.graph)
     fig, axes = plt.subplots(1, len(runs), figsize=(5.0 * len(runs), 4.8), squeeze=False)
     for ax, run in zip(axes.flat, runs):
-        sizes, name = graph_figure.task_parameter(run.path, args.graph_param)
+        sizes, name, graph = graph_tables(run, args.graph_param)
         title = f"{run.path.name}: {run.config.get('method')}, {run.config.get('topology') or 'adjacency'}"
-        mapping = graph_figure.draw_graph(
-            ax, graph_figure.run_graph(run.path), results.learner_scores(run), sizes, name, title
-        )
+        mapping = graph_figure.draw_graph(ax, graph, results.learner_scores(run), sizes, name, title)
         if mapping is not None:
             fig.colorbar(mapping, ax=ax, shrink=0.7, label="score")
     fig.tight_layout()
     return fig
+
+
+def graph_tables(run: results.Run, param: str | None = None) -> tuple[Any, Any, Any]:
+    """A run's tasks.csv parameter and topology.csv graph, each refused in one line when missing or not a table."""
+    import networkx as nx
+
+    from diffdac.run import graph_figure
+
+    for name in ("topology.csv", "tasks.csv"):
+        path = run.path / name
+        if not path.exists():
+            raise ConfigError(f"{path} is missing: --graph draws the graph a run records there")
+        files.read_text(path, files.MAX_SMALL)  # a link, a FIFO, binary garbage: refused here
+    try:
+        sizes, name = graph_figure.task_parameter(run.path, param)
+        graph = graph_figure.run_graph(run.path)
+    except (ValueError, KeyError, TypeError, IndexError, OSError, nx.NetworkXError) as err:
+        raise ConfigError(
+            f"{run.path}'s topology.csv or tasks.csv is not a table diffdac wrote ({files.reason(err)})"
+        ) from None
+    if graph.number_of_nodes() != run.config["num_learners"]:
+        raise ConfigError(
+            f"{run.path / 'topology.csv'} has {graph.number_of_nodes()} learners, config.json {run.config['num_learners']}"
+        )
+    return sizes, name, graph
 
 
 def default_title(runs: list[results.Run]) -> str:

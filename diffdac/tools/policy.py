@@ -10,11 +10,14 @@ likely action of a Discrete space, the mean action of a Box clipped to the space
 """
 
 import argparse
+import io
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import torch
 
+from diffdac import files
 from diffdac.run import checkpoint
 from diffdac.config import TrainConfig
 from diffdac.errors import ConfigError
@@ -82,13 +85,30 @@ def load_policy(run_dir: str | Path, learner: int | str = AVERAGE, checkpoint_at
     pick = (lambda t: t[rows].mean(0)) if isinstance(rows, list) else (lambda t: t[rows])
     tasks = make_tasks(config, np.arange(1), envs_per_learner=1)
     space = tasks.action_space
-    pop = Population(tasks.observation_space, space, np.arange(1), config.hidden)
     tasks.close()
+    check_width(config, params, tasks.observation_space, space)
+    pop = Population(tasks.observation_space, space, np.arange(1), config.hidden)
     views = pop._param_views(pick(params)[None])
     layers = [(views[f"actor.{i}.weight"][0], views[f"actor.{i}.bias"][0]) for i in range(3)]
     low, high = (torch.as_tensor(space.low), torch.as_tensor(space.high)) if pop.continuous else (None, None)
     mean, var = (pick(stats[0]), pick(stats[1])) if normalized else (None, None)
     return Policy(layers, mean, var, low, high).eval()
+
+
+def check_width(config: TrainConfig, params: torch.Tensor, obs_space, action_space) -> None:
+    """The checkpoint must hold the parameters of the network the run's options describe (an edited env or hidden)."""
+    from diffdac.learners.population import _layout, action_dim
+
+    act = action_space
+    width = sum(
+        p.numel
+        for p in _layout(obs_space.shape[0], config.hidden, action_dim(act), isinstance(act, gymnasium.spaces.Box))
+    )
+    if params.dim() != 2 or params.shape[1] != width:
+        raise ConfigError(
+            f"the checkpoint does not match the run's options in config.json (env {config.env} and hidden {config.hidden} "
+            f"make {width} parameters per learner, the checkpoint has {tuple(params.shape[1:])})"
+        )
 
 
 def _pick(learner: int | str, n: int) -> int | list[int]:
@@ -125,7 +145,12 @@ def main(args: argparse.Namespace) -> int:
     policy = load_policy(args.run_dir, args.learner, args.checkpoint)
     example = torch.zeros(2, policy.w0.shape[1])
     program = torch.export.export(policy, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
-    torch.export.save(program, str(args.out))
+    buffer = io.BytesIO()  # in memory first: a full disk then fails in one plain write, not inside torch (SIGABRT)
+    torch.export.save(program, buffer)
+    try:
+        files.write_bytes(args.out, buffer.getvalue())
+    except OSError as err:
+        raise ConfigError(f"cannot write {args.out} ({files.reason(err)})") from None
     who = "the network average" if args.learner == AVERAGE else f"learner {args.learner}"
     print(f"diffdac: wrote {args.out} (the policy of {who}; load it with torch.export.load(path).module())")
     return 0

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from diffdac import files
 from diffdac.config import NOT_WHAT_IS_LEARNED, TrainConfig, read_run_config, run_options
 from diffdac.errors import ConfigError
 from diffdac.run.rundir import MONITOR_NAME, complete_lines
@@ -57,6 +58,9 @@ OPTION_DEFAULTS = {
 WEIGHTINGS = ("task", "episode")  # a bin's return: mean over learners of their means, or over all episodes
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
+
+
+MAX_COUNT = 10**9  # learners or simulators per learner a run could have: larger counts are edits
 
 
 class RunError(ConfigError):
@@ -84,7 +88,7 @@ def read_monitor(path: Path) -> pd.DataFrame:
     A file being written may end in half a row; only newline-terminated rows count, so an
     episode is never read with a cut-off length.
     """
-    text = path.read_text()
+    text = files.read_text(path)
     if text and not text.startswith("#"):
         raise RunError(f"{path} is not a Monitor file: its first line must be '#' + JSON")
     lines = complete_lines(text)
@@ -94,7 +98,16 @@ def read_monitor(path: Path) -> pd.DataFrame:
     missing = {"r", "l", "t"} - set(frame.columns)
     if missing:
         raise RunError(f"{path} has no column {', '.join(sorted(missing))}: a Monitor file's header is r,l,t")
-    return frame[["r", "l", "t"]].dropna().astype({"l": "int64"})
+    return _numbers(path, frame[["r", "l", "t"]]).dropna().astype({"l": "int64"})
+
+
+def _numbers(path: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """A Monitor file's rows as numbers; a row of text is named (a run writes only numbers there)."""
+    numbers = frame.apply(pd.to_numeric, errors="coerce")
+    bad = (numbers.isna() & frame.notna()).any(axis=1) | ~np.isfinite(numbers["l"].astype(float).fillna(0))
+    if bad.any():
+        raise RunError(f"{path} line {int(bad.to_numpy().argmax()) + 3} is not a row of numbers: remove it")
+    return numbers
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -108,8 +121,14 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     except ConfigError as err:
         raise RunError(str(err)) from None
     for key in ("num_learners", "envs_per_learner"):
-        if not isinstance(config.get(key), int) or isinstance(config.get(key), bool) or config[key] < 1:
-            raise RunError(f"{path} has no positive integer {key!r}: was it written by diffdac train?")
+        if (
+            not isinstance(config.get(key), int)
+            or isinstance(config.get(key), bool)
+            or not 1 <= config[key] <= MAX_COUNT
+        ):
+            raise RunError(
+                f"{path} has no positive integer {key!r} up to {MAX_COUNT}: was it written by diffdac train?"
+            )
     return config
 
 
@@ -136,7 +155,7 @@ def load_episodes(run_dir: Path, config: dict[str, Any]) -> pd.DataFrame:
 def read_progress(run_dir: Path) -> pd.DataFrame:
     """progress.csv so far; empty when the run has not logged yet. A half-written last row is dropped."""
     path = run_dir / "progress.csv"
-    text = path.read_text() if path.is_file() else ""
+    text = files.read_text(path) if path.exists() or path.is_symlink() else ""
     lines = complete_lines(text)
     if len(lines) < 2:
         return pd.DataFrame(
