@@ -18,6 +18,7 @@ LAYERS = {
     "diffdac.options": 0,
     "diffdac.metrics": 0,
     "diffdac.noise": 0,
+    "diffdac.files": 0,
     "diffdac.network": 1,
     "diffdac.config": 2,
     "diffdac.learners": 3,
