@@ -142,6 +142,8 @@ def test_a_run_directory_with_no_finished_episode_yet_is_exit_2_with_a_clear_mes
         (["--out", "no/such/dir/curves.png"], "does not exist"),
         (["--table", "--at", "half"], "--at"),
         (["--table", "--bin-steps", "0"], "--bin-steps"),
+        (["--table", "--bin-steps", "10000000"], "holds no whole bin of any run"),
+        (["--out", "curves.png", "--bin-steps", "10000000"], "holds no whole bin of any run"),
         (["--table", "--label", "only one"], "--label was given 1 times but the runs form 2 curves"),
         (["--table", "--label", "same", "--label", "same"], "differently"),
     ],

@@ -345,6 +345,12 @@ def seed_table(
         for run, name in zip(runs, names)
     ]
     table = pd.concat(frames, ignore_index=True)
+    if table.empty:
+        longest = max((int(run.progress["steps"].max()) for run in runs if len(run.progress)), default=0)
+        raise ConfigError(
+            f"--bin-steps {bin_steps} holds no whole bin of any run (the longest has {longest} env steps): "
+            "give a smaller --bin-steps"
+        )
     table["curve"] = pd.Categorical(table["curve"], categories=list(dict.fromkeys(names)), ordered=True)
     return table
 
