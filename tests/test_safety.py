@@ -863,7 +863,7 @@ def test_two_runs_started_on_one_directory_do_not_both_run(tmp_path):
 # 5. preemption: SIGTERM / SIGINT, then --resume, as if never stopped
 
 PREEMPT = ["--num-learners", "4", "--envs-per-learner", "2", "--hidden", "16", "--log-interval", "2000"]
-PREEMPT += ["--save-every", "8000", "--total-steps", "40000", "--no-progress"]
+PREEMPT += ["--save-every", "8000", "--total-steps", "16000", "--no-progress"]
 
 
 def _progress(run_dir: Path) -> pd.DataFrame:
