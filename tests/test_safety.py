@@ -1120,3 +1120,36 @@ def test_a_disk_that_is_full_before_the_run_starts_is_one_line(tmp_path):
     line = _one_line_of(result.stderr)
     assert "cannot write the run's files" in line and "File too large" in line, line
     assert not (run_dir / "config.json").exists() and not list(run_dir.glob("*.tmp"))
+
+
+def _read_only(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """Writes below `root` fail as on a read-only mount (EROFS), reads still work."""
+    import builtins
+
+    real_os_open, real_open = os.open, builtins.open
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and str(path).startswith(str(root)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def open_(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and str(file).startswith(str(root)):
+            raise OSError(errno.EROFS, "Read-only file system", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(builtins, "open", open_)
+
+
+@pytest.mark.parametrize("command", [["train", "--resume", "--total-steps", "400"], ["eval"]], ids=["resume", "eval"])
+def test_a_run_on_a_read_only_file_system_is_one_line(tmp_path, monkeypatch, capsys, command):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--log-dir", str(run_dir), *TINY_RUN]) == 0
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    capsys.readouterr()
+    _read_only(monkeypatch, run_dir)
+    argv = [*command, "--log-dir", str(run_dir)] if command[0] == "train" else [*command, str(run_dir)]
+    assert main(argv) == 2
+    assert "Read-only file system" in _one_line_of(capsys.readouterr().err)
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
