@@ -3,8 +3,6 @@ agrees across process layouts and resumes exactly; uncompressed with γ = 1 it i
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +23,7 @@ from diffdac.network.comm import LocalCommunicator
 from diffdac.network.methods.choco import ChocoGossip, ChocoOptions
 from diffdac.network.mixing import disagreement
 from diffdac.run import checkpoint
+from launch import free_port, launch_env
 
 TINY = dict(num_learners=5, envs_per_learner=1, hidden=8, log_interval=500, progress=False, method="choco")
 
@@ -147,17 +146,6 @@ def test_the_transport_moves_the_compressed_bytes_not_the_dense_rows():
 # ---------------------------------------------------------------- one process and two
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
-    return {**{k: v for k, v in os.environ.items() if k not in names}, "OMP_NUM_THREADS": "1", **extra}
-
-
 CLI = [
     "--method",
     "choco",
@@ -192,7 +180,7 @@ def test_random_k_and_qsgd_give_the_same_numbers_in_one_process_and_two(tmp_path
         "--master-addr",
         "127.0.0.1",
         "--master-port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "diffdac",
         "train",
@@ -200,7 +188,7 @@ def test_random_k_and_qsgd_give_the_same_numbers_in_one_process_and_two(tmp_path
         "--log-dir",
         str(tmp_path / "two"),
     ]
-    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, env=launch_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert torch.equal(checkpoint.gather(tmp_path / "one"), checkpoint.gather(tmp_path / "two"))
     _assert_same_episodes(tmp_path / "one", tmp_path / "two")

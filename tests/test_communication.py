@@ -9,8 +9,6 @@ give the same numbers in one process and two, bit for bit.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,27 +21,16 @@ import torch
 
 from diffdac.cli import main
 from diffdac.run import checkpoint
+from launch import free_port, launch_env
 
 PROBE = Path(__file__).with_name("communication_probe.py")
 TINY = ["--envs-per-learner", "2", "--hidden", "8", "--log-interval", "960", "--total-steps", "2880", "--no-progress"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
-    env = {k: v for k, v in os.environ.items() if k not in names}
-    return {**env, "OMP_NUM_THREADS": "1"}
-
-
 def _torchrun(processes: int, *args: str) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes)]
-    command += ["--master-port", str(_free_port()), *args]
-    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    command += ["--master-port", str(free_port()), *args]
+    result = subprocess.run(command, env=launch_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 
 

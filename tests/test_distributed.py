@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from diffdac.network.comm import learner_block
 from diffdac.network.mixing import Combiner
 from diffdac.network.distributed import plan_reads
 from diffdac.run.training import train
+from launch import free_port, launch_env
 
 # 5 learners: P = 2 gives blocks of 3 and 2, P = 4 blocks of 2, 1, 1, 1. Normalisers make
 # the float64 statistics travel too.
@@ -57,19 +57,6 @@ OPTIONS = [
 # busy machine (the suite runs on every core) can take a minute; a hang is what this guards against.
 PATIENCE = 300
 LOST = re.compile(r"^diffdac: training stopped: rank \d lost peer rank \d at update \d+: \S.*$")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    """The test's environment without any torchrun variables of an outer launcher."""
-    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
-    env = {k: v for k, v in os.environ.items() if k not in names}
-    return {**env, "OMP_NUM_THREADS": "1", **extra}
 
 
 def _torchrun(*args: str) -> list[str]:
@@ -167,10 +154,10 @@ def test_plans_agree_between_ranks_and_yield_the_combiners_buffer(world_size):
 def test_processes_reproduce_the_one_process_run(single, tmp_path, topology, processes):
     run_dir = tmp_path / "run"
     command = _torchrun(
-        "--nproc-per-node", str(processes), "--master-addr", "127.0.0.1", "--master-port", str(_free_port())
+        "--nproc-per-node", str(processes), "--master-addr", "127.0.0.1", "--master-port", str(free_port())
     )
     done = subprocess.run(
-        [*command, *_train_args(run_dir, topology)], env=_env(), capture_output=True, text=True, timeout=PATIENCE
+        [*command, *_train_args(run_dir, topology)], env=launch_env(), capture_output=True, text=True, timeout=PATIENCE
     )
     assert done.returncode == 0, done.stderr[-2000:]
     _assert_same_run(single[topology], run_dir)
@@ -184,7 +171,7 @@ def test_processes_reproduce_the_one_process_run(single, tmp_path, topology, pro
 
 def test_two_nodes_of_two_processes_reproduce_the_one_process_run(single, tmp_path):
     """Also the full graph at world size 4: every rank talks to every other."""
-    run_dir, endpoint = tmp_path / "run", f"127.0.0.1:{_free_port()}"
+    run_dir, endpoint = tmp_path / "run", f"127.0.0.1:{free_port()}"
     nodes = [
         subprocess.Popen(
             [
@@ -204,7 +191,7 @@ def test_two_nodes_of_two_processes_reproduce_the_one_process_run(single, tmp_pa
                 ),
                 *_train_args(run_dir, "full"),
             ],
-            env=_env(),
+            env=launch_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -225,11 +212,11 @@ def test_two_nodes_of_two_processes_reproduce_the_one_process_run(single, tmp_pa
 
 def _launch(run_dir: Path, world_size: int, *more: str) -> list[subprocess.Popen]:
     """One process per rank with the variables torchrun would set, so the test owns every process."""
-    port = str(_free_port())
+    port = str(free_port())
     return [
         subprocess.Popen(
             [sys.executable, "-m", "diffdac", *_train_args(run_dir, "ring", *more)],
-            env=_env(
+            env=launch_env(
                 RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=port
             ),
             stdout=subprocess.PIPE,
@@ -305,10 +292,10 @@ def test_bad_input_is_reported_once_by_rank_0_and_every_rank_exits_2(tmp_path, l
 
 
 def test_torchrun_shows_the_error_once_and_no_traceback_of_ours(tmp_path):
-    command = _torchrun("--nproc-per-node", "2", "--master-port", str(_free_port()))
+    command = _torchrun("--nproc-per-node", "2", "--master-port", str(free_port()))
     done = subprocess.run(
         [*command, *_train_args(tmp_path / "run", "ring", "--no-such-option")],
-        env=_env(),
+        env=launch_env(),
         capture_output=True,
         text=True,
         timeout=PATIENCE,

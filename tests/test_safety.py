@@ -8,7 +8,6 @@ import json as _json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from diffdac import TrainConfig, train
 from diffdac.run import checkpoint
 from diffdac.run.lock import RunLock
 from diffdac.cli import main
+from launch import free_port, launch_env
 
 TINY_RUN = ["--num-learners", "2", "--envs-per-learner", "1", "--total-steps", "200", "--hidden", "8", "--no-progress"]
 SMALL = dict(
@@ -863,7 +863,7 @@ def test_two_runs_started_on_one_directory_do_not_both_run(tmp_path):
 # 5. preemption: SIGTERM / SIGINT, then --resume, as if never stopped
 
 PREEMPT = ["--num-learners", "4", "--envs-per-learner", "2", "--hidden", "16", "--log-interval", "2000"]
-PREEMPT += ["--save-every", "8000", "--total-steps", "16000", "--no-progress"]
+PREEMPT += ["--save-every", "8000", "--total-steps", "40000", "--no-progress"]
 
 
 def _progress(run_dir: Path) -> pd.DataFrame:
@@ -923,23 +923,12 @@ def test_a_signalled_run_saves_where_it_stopped_and_resumes_as_if_never_stopped(
     _assert_same(preempt_reference, run_dir)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun_env() -> dict[str, str]:
-    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
-    return {**{k: v for k, v in os.environ.items() if k not in names}, "OMP_NUM_THREADS": "1"}
-
-
 def _torchrun(run_dir: Path, *more: str) -> list[str]:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
     return [
         *launcher,
         "--master-port",
-        str(_free_port()),
+        str(free_port()),
         "-m",
         "diffdac",
         "train",
@@ -953,11 +942,11 @@ def _torchrun(run_dir: Path, *more: str) -> list[str]:
 def test_sigterm_to_torchrun_saves_at_one_step_on_every_rank_and_resumes_as_if_never_stopped(tmp_path):
     """Against an uninterrupted 2-process run: progress.csv's mean_return is over each process's last episodes."""
     reference = tmp_path / "reference"
-    whole_run = subprocess.run(_torchrun(reference), env=_torchrun_env(), capture_output=True, text=True, timeout=300)
+    whole_run = subprocess.run(_torchrun(reference), env=launch_env(), capture_output=True, text=True, timeout=300)
     assert whole_run.returncode == 0, whole_run.stdout + whole_run.stderr
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        _torchrun(run_dir), env=_torchrun_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        _torchrun(run_dir), env=launch_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
         _wait_for_rows(run_dir, 2, proc)
@@ -972,7 +961,7 @@ def test_sigterm_to_torchrun_saves_at_one_step_on_every_rank_and_resumes_as_if_n
     assert out.count(f"stopped by SIGTERM at step {stopped_at.steps} ") == 1, out  # said once, by rank 0
     assert not re.search(r'File ".*/diffdac/', out), out  # no traceback of a rank (torchrun may print its own)
     resumed = subprocess.run(
-        _torchrun(run_dir, "--resume"), env=_torchrun_env(), capture_output=True, text=True, timeout=300
+        _torchrun(run_dir, "--resume"), env=launch_env(), capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     _assert_same(reference, run_dir)
@@ -1088,9 +1077,7 @@ def _alive(pid: int) -> bool:
 
 def test_ranks_whose_launcher_was_killed_stop_with_a_checkpoint_and_leave_the_directory_free(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(
-        _torchrun(run_dir), env=_torchrun_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = subprocess.Popen(_torchrun(run_dir), env=launch_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ranks: list[int] = []
     try:
         _wait_for_rows(run_dir, 2, proc)
