@@ -11,6 +11,8 @@ Specs (`--compress`): `none`, `top-k:F`, `random-k:F`, `qsgd:B`, `sign`.
 
 from __future__ import annotations
 
+import abc
+
 import math
 
 import numpy as np
@@ -68,7 +70,7 @@ def unpack_bits(packed: torch.Tensor, width: int, bits: int) -> torch.Tensor:
     return codes
 
 
-class Compressor:
+class Compressor(abc.ABC):
     """One rule Q for compressing rows; subclasses say how a row becomes bytes and back.
 
     `exact` compressors lose nothing (decode(encode(v)) is v bit for bit).
@@ -79,19 +81,19 @@ class Compressor:
     def __init__(self, spec: str, seed: int) -> None:
         self.spec, self.seed = spec, seed
 
+    @abc.abstractmethod
     def row_bytes(self, width: int, dtype: torch.dtype) -> int:
         """Bytes of one learner's message for a row of `width` entries of `dtype`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def encode(self, rows: torch.Tensor, learners: np.ndarray, round_index: int) -> torch.Tensor:
         """Rows `[K, P]` of learners `learners` (global ids) in round `round_index` -> messages `[K, B]` uint8."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def decode(
         self, message: torch.Tensor, learners: np.ndarray, round_index: int, width: int, dtype: torch.dtype
     ) -> torch.Tensor:
         """Messages `[M, B]` of learners `learners` -> the dense rows `[M, width]` they stand for."""
-        raise NotImplementedError
 
     def compress(self, rows: torch.Tensor, learners: np.ndarray, round_index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(messages, the rows a receiver decodes from them): what a test or a benchmark looks at."""
