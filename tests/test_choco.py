@@ -4,7 +4,6 @@ agrees across process layouts and resumes exactly; uncompressed with γ = 1 it i
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,7 +22,7 @@ from diffdac.network.comm import LocalCommunicator
 from diffdac.network.methods.choco import ChocoGossip, ChocoOptions
 from diffdac.network.mixing import disagreement
 from diffdac.run import checkpoint
-from launch import free_port, launch_env
+from launch import launch_env, torchrun
 
 TINY = dict(num_learners=5, envs_per_learner=1, hidden=8, log_interval=500, progress=False, method="choco")
 
@@ -171,23 +170,7 @@ CLI = [
 def test_random_k_and_qsgd_give_the_same_numbers_in_one_process_and_two(tmp_path, spec):
     args = [*CLI, "--compress", spec, "--consensus-step", "0.1"]
     assert main(["train", *args, "--log-dir", str(tmp_path / "one")]) == 0
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(free_port()),
-        "-m",
-        "diffdac",
-        "train",
-        *args,
-        "--log-dir",
-        str(tmp_path / "two"),
-    ]
+    command = torchrun(2, "-m", "diffdac", "train", *args, "--log-dir", str(tmp_path / "two"))
     done = subprocess.run(command, env=launch_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert torch.equal(checkpoint.gather(tmp_path / "one"), checkpoint.gather(tmp_path / "two"))

@@ -21,7 +21,7 @@ from diffdac import TrainConfig, train
 from diffdac.run import checkpoint
 from diffdac.run.lock import RunLock
 from diffdac.cli import main
-from launch import free_port, launch_env
+from launch import launch_env, torchrun
 
 TINY_RUN = ["--num-learners", "2", "--envs-per-learner", "1", "--total-steps", "200", "--hidden", "8", "--no-progress"]
 SMALL = dict(
@@ -924,19 +924,7 @@ def test_a_signalled_run_saves_where_it_stopped_and_resumes_as_if_never_stopped(
 
 
 def _torchrun(run_dir: Path, *more: str) -> list[str]:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
-    return [
-        *launcher,
-        "--master-port",
-        str(free_port()),
-        "-m",
-        "diffdac",
-        "train",
-        "--log-dir",
-        str(run_dir),
-        *PREEMPT,
-        *more,
-    ]
+    return torchrun(2, "-m", "diffdac", "train", "--log-dir", str(run_dir), *PREEMPT, *more)
 
 
 def test_sigterm_to_torchrun_saves_at_one_step_on_every_rank_and_resumes_as_if_never_stopped(tmp_path):
